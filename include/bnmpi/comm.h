@@ -1,0 +1,55 @@
+/* comm.h: the only module that calls MPI.
+ *
+ * Typed wrappers take element counts, never byte counts. A one-rank run takes
+ * the same path. Two communicators exist: the world (gradients, metrics,
+ * evaluation sums) and the BN group (ranks whose batch-norm statistics are
+ * merged: just this rank for `local`, every rank for `sync`). */
+#ifndef BNMPI_COMM_H
+#define BNMPI_COMM_H
+
+#include <stddef.h>
+#include "bnmpi/common.h"
+
+typedef enum { COMM_WORLD_GROUP, COMM_BN_GROUP } comm_group;
+
+/* MPI_Init, installs comm_fail as the fatal handler, builds the node communicator. */
+void comm_init(int *argc, char ***argv);
+int comm_rank(void);
+int comm_size(void);
+int comm_node_size(void);   /* ranks sharing this node */
+/* Ranks per BN group; 1 = every rank alone (local), comm_size() = all (sync).
+ * Must divide comm_size(). Groups are consecutive ranks. Collective. */
+int comm_set_bn_group(int group_size, bn_err *e);
+int comm_bn_group_size(void);
+
+/* In-place sums over a group. Time goes to the named timer. */
+void comm_allreduce_sum_f32(float *buf, size_t n, comm_group g, int timer);
+void comm_allreduce_sum_f64(double *buf, size_t n, comm_group g, int timer);
+double comm_max_f64(double x);   /* over the world */
+void comm_bcast_f32(float *buf, size_t n, int root);
+
+/* Merges per-channel moments over the BN group, in place.
+ * stats: [count, mean[0..c), m2[0..c)] (1 + 2c doubles), where m2 is the sum
+ * of squared deviations from mean. Chan et al.'s pairwise merge, so no
+ * E[x^2]-E[x]^2 cancellation; symmetric in its operands, so every rank of the
+ * group gets the same bits. One collective per call. */
+void comm_merge_moments(double *stats, int c);
+
+/* Collective agreement on an error found on some ranks only: every rank passes
+ * its status; if any failed, all return BN_ERR and e holds the message of the
+ * lowest failing rank (prefixed by "rank N: " when the world has > 1 rank and
+ * only some ranks failed). */
+int comm_agree(int status, bn_err *e);
+
+/* Prints "bnmpi: MSG" on stderr of the calling rank, then MPI_Abort(1): ends
+ * every rank within seconds. For errors the other ranks cannot know about. */
+_Noreturn void comm_fail(const char *msg);
+/* Rank 0 prints "bnmpi: MSG" (when msg non-NULL), all ranks finalize and exit
+ * with code. Collective: every rank must call it. */
+_Noreturn void comm_exit(int code, const char *msg);
+
+/* "Open MPI v4.1.4, ..." first line of MPI_Get_library_version. */
+void comm_library_version(char *out, size_t n);
+void comm_processor_name(char *out, size_t n);
+
+#endif

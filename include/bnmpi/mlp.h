@@ -1,0 +1,89 @@
+/* mlp.h: the MLP 784 - hidden... - 10 over one flat parameter buffer.
+ *
+ * Hidden layer l: z = dense(in); then, by --bn-place,
+ *   none:   out = relu(z)
+ *   before: mid = bn(z),    out = relu(mid)
+ *   after:  mid = relu(z),  out = bn(mid)
+ * and the last dense layer gives the logits.
+ *
+ * params (n_params) holds every trainable tensor; grads is its twin with the
+ * same layout plus MLP_GRAD_TAIL slots that carry the step's loss sum and
+ * correct count through the same allreduce. state (n_state) holds the BN
+ * running statistics. `views` names every tensor in both buffers: the
+ * optimizer, checkpoints and tests walk that one list. */
+#ifndef BNMPI_MLP_H
+#define BNMPI_MLP_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "bnmpi/batchnorm.h"
+#include "bnmpi/options.h"
+
+#define MLP_IN 784
+#define MLP_OUT 10
+#define MLP_GRAD_TAIL 2 /* grads[n_params] = loss sum, grads[n_params + 1] = correct count */
+#define MLP_MAX_VIEWS (4 * BN_MAX_HIDDEN + 2 + 2 * BN_MAX_HIDDEN)
+
+typedef enum { VIEW_PARAM, VIEW_STATE } view_buffer;
+
+typedef struct {
+    char name[32];       /* e.g. "dense0.W", "bn1.running_var" */
+    view_buffer buffer;
+    size_t offset, count;
+    int rows, cols;      /* shape; cols = 1 for vectors */
+    int decay;           /* weight decay applies (dense weights only) */
+} mlp_view;
+
+typedef struct {
+    int n_hidden;
+    int dims[BN_MAX_HIDDEN + 2];   /* 784, hidden..., 10 */
+    int bn_mode, bn_place;
+
+    float *params;   /* (n_params) */
+    float *grads;    /* (n_params + MLP_GRAD_TAIL) */
+    size_t n_params;
+    float *state;    /* (n_state) BN running mean and variance per hidden layer */
+    float *eval_state; /* (n_state) statistics used by evaluation, equal on every rank */
+    size_t n_state;
+    mlp_view views[MLP_MAX_VIEWS];
+    int n_views;
+    /* views per layer, indices into views[] (-1 when absent) */
+    int w[BN_MAX_HIDDEN + 1], b[BN_MAX_HIDDEN + 1];
+    int gamma[BN_MAX_HIDDEN], beta[BN_MAX_HIDDEN], rmean[BN_MAX_HIDDEN], rvar[BN_MAX_HIDDEN];
+
+    bn_layer bn[BN_MAX_HIDDEN];
+
+    int cap;                       /* rows the activation buffers hold */
+    float *x;                      /* (cap, 784) input batch */
+    float *z[BN_MAX_HIDDEN + 1];   /* (cap, dims[l+1]) dense outputs; z[n_hidden] = logits */
+    float *mid[BN_MAX_HIDDEN];     /* (cap, dims[l+1]) bn(z) or relu(z); NULL without BN */
+    float *xhat[BN_MAX_HIDDEN];    /* (cap, dims[l+1]) normalised, for backward */
+    float *out[BN_MAX_HIDDEN];     /* (cap, dims[l+1]) layer output */
+    float *inv_std[BN_MAX_HIDDEN]; /* (dims[l+1]) */
+    float *dbuf[2];                /* (cap, max width) backward ping-pong */
+} mlp;
+
+/* Builds the layout and buffers for batches of up to cap rows. */
+void mlp_init(mlp *m, const bn_config *c, int cap);
+void mlp_free(mlp *m);
+/* Glorot-uniform weights (Keras' default), zero biases, gamma 1, beta 0,
+ * running mean 0 and variance 1. Deterministic in seed. */
+void mlp_init_params(mlp *m, uint64_t seed);
+
+float *mlp_param(const mlp *m, int view);   /* pointer to a view's data */
+float *mlp_grad(const mlp *m, int view);
+
+/* Forward in training mode over m->x (B rows); returns logits (B, 10). */
+const float *mlp_forward_train(mlp *m, int B);
+/* Backward from dlogits (B, 10) in m->dbuf[0]; adds into grads. */
+void mlp_backward(mlp *m, int B);
+/* Forward in inference mode with eval_state; returns logits (B, 10). */
+const float *mlp_forward_eval(mlp *m, int B);
+/* Fills eval_state from the running statistics so that every rank holds the
+ * same: a copy for sync/none; for local, the mean of the ranks' means and the
+ * mean of their variances plus the variance of their means (the law of total
+ * variance over equally sized rank batches). Collective. */
+void mlp_prepare_eval(mlp *m);
+
+#endif

@@ -1,0 +1,81 @@
+/* options.h: the one option table. It drives getopt_long, --help, the README's
+ * option list (--help-markdown), the resolved-configuration printout and the
+ * /config attributes of the metrics file, so none of them can drift. */
+#ifndef BNMPI_OPTIONS_H
+#define BNMPI_OPTIONS_H
+
+#include <stdio.h>
+#include "bnmpi/common.h"
+
+#define BN_MAX_HIDDEN 8
+#define BN_PATH 1024
+
+typedef enum { BN_NONE, BN_LOCAL, BN_SYNC } bn_mode;
+typedef enum { BN_BEFORE_RELU, BN_AFTER_RELU } bn_place;
+typedef enum { OPT_ADAM, OPT_SGD } optim_kind;
+typedef enum { DATA_MNIST, DATA_FASHION } dataset_kind;
+
+typedef struct {
+    /* as given (or defaulted) on the command line */
+    char data[BN_PATH];      /* "" = search the default places */
+    int dataset;             /* dataset_kind */
+    int epochs;
+    int batch;               /* per rank; 0 = derive */
+    int global_batch;        /* 0 = derive */
+    int bn;                  /* bn_mode */
+    int bn_place;            /* bn_place */
+    double bn_momentum;
+    double bn_eps;
+    char hidden[128];        /* "256" or "512,256" */
+    int optimizer;           /* optim_kind */
+    double lr;               /* 0 = the optimizer's default */
+    double beta1, beta2, adam_eps;
+    double momentum;
+    int nesterov;
+    double weight_decay;
+    int seed;
+    int split_seed;
+    double val_fraction;
+    int train_limit;         /* 0 = all */
+    int eval_batch;
+    char metrics[BN_PATH];   /* "" = a new file under runs/ */
+    int force;
+    int threads;             /* 0 = by policy */
+    int quiet;
+
+    /* resolved by options_resolve */
+    int n_ranks;
+    int n_hidden;
+    int hidden_sizes[BN_MAX_HIDDEN];
+    int bn_batch;            /* samples per BN statistic: batch (local) or global_batch (sync) */
+} bn_config;
+
+typedef enum { PARSE_RUN, PARSE_EXIT_OK, PARSE_ERROR } parse_result;
+
+/* Fills defaults, parses argv. PARSE_EXIT_OK after --help/--version (text in
+ * `out` already printed when print is set). Every rank parses; only print on one. */
+parse_result options_parse(bn_config *c, int argc, char **argv, int print, bn_err *e);
+/* Derives batch sizes, hidden list, lr default; checks them against n_ranks. */
+int options_resolve(bn_config *c, int n_ranks, bn_err *e);
+/* "  name  value" lines for every option, after resolve. */
+void options_print(const bn_config *c, FILE *f);
+void options_help(FILE *f);
+void options_help_markdown(FILE *f);
+
+/* Walks the table for writers of the configuration (metrics, checkpoints). */
+typedef enum { OV_INT, OV_DOUBLE, OV_STRING } opt_value_kind;
+typedef struct {
+    const char *name;        /* the flag without dashes, e.g. "global-batch" */
+    opt_value_kind kind;
+    long long i;
+    double d;
+    const char *s;           /* string value, or the choice's name */
+} opt_value;
+int options_count(void);
+void options_value(const bn_config *c, int i, opt_value *v);
+
+const char *bn_mode_name(int m);
+const char *optimizer_name(int o);
+const char *dataset_name(int d);
+
+#endif

@@ -1,0 +1,118 @@
+/* batchnorm.c: BN forward/backward; statistics in double, two passes per rank,
+ * merged across the BN group with Chan's formula (comm_merge_moments). */
+#include "bnmpi/batchnorm.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "bnmpi/comm.h"
+#include "bnmpi/common.h"
+
+void bn_layer_init(bn_layer *l, int c, float eps, float momentum, int sync) {
+    l->c = c;
+    l->eps = eps;
+    l->momentum = momentum;
+    l->sync = sync;
+    l->stats = bn_calloc((size_t)(1 + 2 * c), sizeof(double));
+    l->sums = bn_calloc((size_t)(2 * c), sizeof(double));
+    l->scratch = bn_calloc((size_t)(3 * c), sizeof(float));
+}
+
+void bn_layer_free(bn_layer *l) {
+    free(l->stats);
+    free(l->sums);
+    free(l->scratch);
+    memset(l, 0, sizeof *l);
+}
+
+void bn_forward_train(bn_layer *l, float *y, float *xhat, float *inv_std, const float *x,
+                      const float *gamma, const float *beta, float *running_mean, float *running_var, int B) {
+    const int c = l->c;
+    double *mean = l->stats + 1, *m2 = l->stats + 1 + c;
+    memset(l->stats, 0, sizeof(double) * (size_t)(1 + 2 * c));
+    for (int i = 0; i < B; i++) {
+        const float *row = x + (size_t)i * c;
+        for (int j = 0; j < c; j++) mean[j] += row[j];
+    }
+    for (int j = 0; j < c; j++) mean[j] /= B;
+    for (int i = 0; i < B; i++) {
+        const float *row = x + (size_t)i * c;
+        for (int j = 0; j < c; j++) {
+            double d = row[j] - mean[j];
+            m2[j] += d * d;
+        }
+    }
+    l->stats[0] = B;
+    if (l->sync) comm_merge_moments(l->stats, c);
+    const double n = l->stats[0];
+    const double unbias = n > 1 ? n / (n - 1) : 1.0;
+    const float m = l->momentum;
+    float *mean_f = l->scratch;
+    for (int j = 0; j < c; j++) {
+        double var = m2[j] / n;
+        inv_std[j] = (float)(1.0 / sqrt(var + l->eps));
+        mean_f[j] = (float)mean[j];
+        running_mean[j] = m * running_mean[j] + (1 - m) * (float)mean[j];
+        running_var[j] = m * running_var[j] + (1 - m) * (float)(var * unbias);
+    }
+    for (int i = 0; i < B; i++) {
+        const float *xr = x + (size_t)i * c;
+        float *hr = xhat + (size_t)i * c, *yr = y + (size_t)i * c;
+        for (int j = 0; j < c; j++) {
+            float h = (xr[j] - mean_f[j]) * inv_std[j];
+            hr[j] = h;
+            yr[j] = gamma[j] * h + beta[j];
+        }
+    }
+}
+
+void bn_backward(bn_layer *l, float *dx, float *dgamma, float *dbeta, const float *dy, const float *xhat,
+                 const float *inv_std, const float *gamma, int B) {
+    const int c = l->c;
+    double *sum_dy = l->sums, *sum_dyh = l->sums + c;
+    memset(l->sums, 0, sizeof(double) * (size_t)(2 * c));
+    for (int i = 0; i < B; i++) {
+        const float *g = dy + (size_t)i * c, *h = xhat + (size_t)i * c;
+        for (int j = 0; j < c; j++) {
+            sum_dy[j] += g[j];
+            sum_dyh[j] += (double)g[j] * h[j];
+        }
+    }
+    for (int j = 0; j < c; j++) {
+        dbeta[j] += (float)sum_dy[j];
+        dgamma[j] += (float)sum_dyh[j];
+    }
+    double n = B;
+    if (l->sync) {
+        comm_allreduce_sum_f64(l->sums, (size_t)(2 * c), COMM_BN_GROUP, T_BN_COMM);
+        n = (double)B * comm_bn_group_size();
+    }
+    /* dx = gamma*inv_std * (dy - mean(dy) - xhat * mean(dy*xhat)), means over the BN batch */
+    float *a = l->scratch, *mdy = l->scratch + c, *mdyh = l->scratch + 2 * c;
+    for (int j = 0; j < c; j++) {
+        a[j] = gamma[j] * inv_std[j];
+        mdy[j] = (float)(sum_dy[j] / n);
+        mdyh[j] = (float)(sum_dyh[j] / n);
+    }
+    for (int i = 0; i < B; i++) {
+        const float *g = dy + (size_t)i * c, *h = xhat + (size_t)i * c;
+        float *d = dx + (size_t)i * c;
+        for (int j = 0; j < c; j++) d[j] = a[j] * (g[j] - mdy[j] - h[j] * mdyh[j]);
+    }
+}
+
+void bn_forward_eval(bn_layer *l, float *y, const float *x, const float *gamma, const float *beta,
+                     const float *mean, const float *var, int B) {
+    const int c = l->c;
+    float *scale = l->scratch, *shift = l->scratch + c;
+    for (int j = 0; j < c; j++) {
+        scale[j] = gamma[j] / sqrtf(var[j] + l->eps);
+        shift[j] = beta[j] - mean[j] * scale[j];
+    }
+    for (int i = 0; i < B; i++) {
+        const float *xr = x + (size_t)i * c;
+        float *yr = y + (size_t)i * c;
+        for (int j = 0; j < c; j++) yr[j] = xr[j] * scale[j] + shift[j];
+    }
+}

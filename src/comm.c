@@ -1,0 +1,178 @@
+/* comm.c: MPI lives here and nowhere else. */
+#include "bnmpi/comm.h"
+
+#include <limits.h>
+#include <mpi.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static int world_rank, world_size;
+static MPI_Comm node_comm = MPI_COMM_NULL;
+static MPI_Comm bn_comm = MPI_COMM_NULL;
+static int bn_group_size = 1;
+static MPI_Op moments_op = MPI_OP_NULL;
+static MPI_Datatype moments_type = MPI_DATATYPE_NULL;
+static int moments_channels = -1;
+
+_Noreturn void comm_fail(const char *msg) {
+    fprintf(stderr, "bnmpi: %s\n", msg);
+    fflush(stderr);
+    fflush(stdout);
+    MPI_Abort(MPI_COMM_WORLD, 1);
+    exit(1); /* not reached */
+}
+
+static void fatal_handler(const char *msg) {
+    char line[BN_ERRLEN + 32];
+    if (world_size > 1) {
+        snprintf(line, sizeof line, "rank %d: %s", world_rank, msg);
+        comm_fail(line);
+    }
+    comm_fail(msg);
+}
+
+void comm_init(int *argc, char ***argv) {
+    MPI_Init(argc, argv);
+    MPI_Comm_rank(MPI_COMM_WORLD, &world_rank);
+    MPI_Comm_size(MPI_COMM_WORLD, &world_size);
+    MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, world_rank, MPI_INFO_NULL, &node_comm);
+    bn_set_fatal(fatal_handler);
+    bn_err e;
+    comm_set_bn_group(1, &e);
+}
+
+int comm_rank(void) { return world_rank; }
+int comm_size(void) { return world_size; }
+
+int comm_node_size(void) {
+    int n;
+    MPI_Comm_size(node_comm, &n);
+    return n;
+}
+
+int comm_set_bn_group(int group_size, bn_err *e) {
+    if (group_size < 1 || world_size % group_size != 0)
+        return bn_fail(e, "BN group of %d ranks does not divide %d ranks", group_size, world_size);
+    if (bn_comm != MPI_COMM_NULL) MPI_Comm_free(&bn_comm);
+    MPI_Comm_split(MPI_COMM_WORLD, world_rank / group_size, world_rank, &bn_comm);
+    bn_group_size = group_size;
+    return BN_OK;
+}
+
+int comm_bn_group_size(void) { return bn_group_size; }
+
+static MPI_Comm group_comm(comm_group g) { return g == COMM_BN_GROUP ? bn_comm : MPI_COMM_WORLD; }
+
+static int count_or_die(size_t n) {
+    if (n > INT_MAX) bn_fatal("collective of %zu elements exceeds MPI's int count", n);
+    return (int)n;
+}
+
+void comm_allreduce_sum_f32(float *buf, size_t n, comm_group g, int timer) {
+    double t0 = bn_now();
+    MPI_Allreduce(MPI_IN_PLACE, buf, count_or_die(n), MPI_FLOAT, MPI_SUM, group_comm(g));
+    bn_timers[timer] += bn_now() - t0;
+}
+
+void comm_allreduce_sum_f64(double *buf, size_t n, comm_group g, int timer) {
+    double t0 = bn_now();
+    MPI_Allreduce(MPI_IN_PLACE, buf, count_or_die(n), MPI_DOUBLE, MPI_SUM, group_comm(g));
+    bn_timers[timer] += bn_now() - t0;
+}
+
+double comm_max_f64(double x) {
+    MPI_Allreduce(MPI_IN_PLACE, &x, 1, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD);
+    return x;
+}
+
+void comm_bcast_f32(float *buf, size_t n, int root) {
+    MPI_Bcast(buf, count_or_die(n), MPI_FLOAT, root, MPI_COMM_WORLD);
+}
+
+/* MPI user op: inout <- merge(in, inout) for `len` records of 1 + 2c doubles.
+ * mean = (na*ma + nb*mb)/n and m2 = m2a + m2b + d^2*na*nb/n with d = mb - ma:
+ * every term is symmetric in a and b, so the result does not depend on the
+ * order the MPI implementation combines ranks in. */
+static void merge_moments_op(void *in, void *inout, int *len, MPI_Datatype *type) {
+    (void)type;
+    const int c = moments_channels;
+    const double *a = in;
+    double *b = inout;
+    for (int r = 0; r < *len; r++, a += 1 + 2 * c, b += 1 + 2 * c) {
+        const double na = a[0], nb = b[0], n = na + nb;
+        if (na == 0) continue;
+        if (nb == 0) {
+            memcpy(b, a, sizeof(double) * (size_t)(1 + 2 * c));
+            continue;
+        }
+        const double w = na * nb / n;
+        for (int j = 0; j < c; j++) {
+            const double d = b[1 + j] - a[1 + j];
+            b[1 + j] = (na * a[1 + j] + nb * b[1 + j]) / n;
+            b[1 + c + j] = (a[1 + c + j] + b[1 + c + j]) + d * d * w;
+        }
+        b[0] = n;
+    }
+}
+
+void comm_merge_moments(double *stats, int c) {
+    if (bn_group_size == 1) return;
+    double t0 = bn_now();
+    if (c != moments_channels) {
+        if (moments_type != MPI_DATATYPE_NULL) MPI_Type_free(&moments_type);
+        if (moments_op == MPI_OP_NULL) MPI_Op_create(merge_moments_op, 1, &moments_op);
+        MPI_Type_contiguous(1 + 2 * c, MPI_DOUBLE, &moments_type);
+        MPI_Type_commit(&moments_type);
+        moments_channels = c;
+    }
+    MPI_Allreduce(MPI_IN_PLACE, stats, 1, moments_type, moments_op, bn_comm);
+    bn_timers[T_BN_COMM] += bn_now() - t0;
+}
+
+int comm_agree(int status, bn_err *e) {
+    int first_bad = status == BN_OK ? world_size : world_rank;
+    MPI_Allreduce(MPI_IN_PLACE, &first_bad, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD);
+    if (first_bad == world_size) return BN_OK;
+    int n_bad = status == BN_OK ? 0 : 1;
+    MPI_Allreduce(MPI_IN_PLACE, &n_bad, 1, MPI_INT, MPI_SUM, MPI_COMM_WORLD);
+    char msg[BN_ERRLEN];
+    if (world_rank == first_bad) memcpy(msg, e->msg, sizeof msg);
+    MPI_Bcast(msg, BN_ERRLEN, MPI_CHAR, first_bad, MPI_COMM_WORLD);
+    msg[BN_ERRLEN - 1] = '\0';
+    if (n_bad < world_size)
+        snprintf(e->msg, sizeof e->msg, "rank %d: %s", first_bad, msg);
+    else
+        memcpy(e->msg, msg, sizeof msg);
+    return BN_ERR;
+}
+
+_Noreturn void comm_exit(int code, const char *msg) {
+    fflush(stdout);
+    if (msg && world_rank == 0) fprintf(stderr, "bnmpi: %s\n", msg);
+    fflush(stderr);
+    if (bn_comm != MPI_COMM_NULL) MPI_Comm_free(&bn_comm);
+    if (moments_type != MPI_DATATYPE_NULL) MPI_Type_free(&moments_type);
+    if (moments_op != MPI_OP_NULL) MPI_Op_free(&moments_op);
+    MPI_Comm_free(&node_comm);
+    MPI_Finalize();
+    exit(code);
+}
+
+void comm_library_version(char *out, size_t n) {
+    char v[MPI_MAX_LIBRARY_VERSION_STRING];
+    int len = 0;
+    MPI_Get_library_version(v, &len);
+    v[len < MPI_MAX_LIBRARY_VERSION_STRING ? len : MPI_MAX_LIBRARY_VERSION_STRING - 1] = '\0';
+    char *nl = strpbrk(v, ",\n");
+    if (nl) *nl = '\0';
+    snprintf(out, n, "%s", v);
+}
+
+void comm_processor_name(char *out, size_t n) {
+    char name[MPI_MAX_PROCESSOR_NAME];
+    int len = 0;
+    MPI_Get_processor_name(name, &len);
+    name[len] = '\0';
+    snprintf(out, n, "%s", name);
+}

@@ -1,0 +1,213 @@
+/* mlp.c: layout, initialisation, forward and backward of the MLP. */
+#include "bnmpi/mlp.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "bnmpi/comm.h"
+#include "bnmpi/dense.h"
+#include "bnmpi/loss.h"
+#include "bnmpi/rng.h"
+
+static int add_view(mlp *m, const char *name, view_buffer buf, size_t *cursor, int rows, int cols, int decay) {
+    mlp_view *v = &m->views[m->n_views];
+    snprintf(v->name, sizeof v->name, "%s", name);
+    v->buffer = buf;
+    v->offset = *cursor;
+    v->rows = rows;
+    v->cols = cols;
+    v->count = (size_t)rows * cols;
+    v->decay = decay;
+    *cursor += v->count;
+    return m->n_views++;
+}
+
+void mlp_init(mlp *m, const bn_config *c, int cap) {
+    memset(m, 0, sizeof *m);
+    m->n_hidden = c->n_hidden;
+    m->bn_mode = c->bn;
+    m->bn_place = c->bn_place;
+    m->cap = cap;
+    m->dims[0] = MLP_IN;
+    for (int l = 0; l < c->n_hidden; l++) m->dims[l + 1] = c->hidden_sizes[l];
+    m->dims[c->n_hidden + 1] = MLP_OUT;
+
+    size_t pcur = 0, scur = 0;
+    char name[32];
+    for (int l = 0; l <= m->n_hidden; l++) {
+        snprintf(name, sizeof name, "dense%d.W", l);
+        m->w[l] = add_view(m, name, VIEW_PARAM, &pcur, m->dims[l + 1], m->dims[l], 1);
+        snprintf(name, sizeof name, "dense%d.b", l);
+        m->b[l] = add_view(m, name, VIEW_PARAM, &pcur, m->dims[l + 1], 1, 0);
+        if (l == m->n_hidden) break;
+        m->gamma[l] = m->beta[l] = m->rmean[l] = m->rvar[l] = -1;
+        if (m->bn_mode == BN_NONE) continue;
+        int w = m->dims[l + 1];
+        snprintf(name, sizeof name, "bn%d.gamma", l);
+        m->gamma[l] = add_view(m, name, VIEW_PARAM, &pcur, w, 1, 0);
+        snprintf(name, sizeof name, "bn%d.beta", l);
+        m->beta[l] = add_view(m, name, VIEW_PARAM, &pcur, w, 1, 0);
+        snprintf(name, sizeof name, "bn%d.running_mean", l);
+        m->rmean[l] = add_view(m, name, VIEW_STATE, &scur, w, 1, 0);
+        snprintf(name, sizeof name, "bn%d.running_var", l);
+        m->rvar[l] = add_view(m, name, VIEW_STATE, &scur, w, 1, 0);
+        bn_layer_init(&m->bn[l], w, (float)c->bn_eps, (float)c->bn_momentum, c->bn == BN_SYNC);
+    }
+    m->n_params = pcur;
+    m->n_state = scur;
+    m->params = bn_alloc_floats(pcur);
+    m->grads = bn_alloc_floats(pcur + MLP_GRAD_TAIL);
+    m->state = bn_alloc_floats(scur);
+    m->eval_state = bn_alloc_floats(scur);
+
+    int widest = MLP_IN;
+    m->x = bn_alloc_floats((size_t)cap * MLP_IN);
+    for (int l = 0; l <= m->n_hidden; l++) {
+        size_t n = (size_t)cap * m->dims[l + 1];
+        widest = BN_MAX(widest, m->dims[l + 1]);
+        m->z[l] = bn_alloc_floats(n);
+        if (l == m->n_hidden) break;
+        m->out[l] = bn_alloc_floats(n);
+        if (m->bn_mode != BN_NONE) {
+            m->mid[l] = bn_alloc_floats(n);
+            m->xhat[l] = bn_alloc_floats(n);
+            m->inv_std[l] = bn_alloc_floats((size_t)m->dims[l + 1]);
+        }
+    }
+    m->dbuf[0] = bn_alloc_floats((size_t)cap * widest);
+    m->dbuf[1] = bn_alloc_floats((size_t)cap * widest);
+}
+
+void mlp_free(mlp *m) {
+    free(m->params);
+    free(m->grads);
+    free(m->state);
+    free(m->eval_state);
+    free(m->x);
+    for (int l = 0; l <= m->n_hidden; l++) {
+        free(m->z[l]);
+        if (l == m->n_hidden) break;
+        free(m->out[l]);
+        free(m->mid[l]);
+        free(m->xhat[l]);
+        free(m->inv_std[l]);
+        if (m->bn_mode != BN_NONE) bn_layer_free(&m->bn[l]);
+    }
+    free(m->dbuf[0]);
+    free(m->dbuf[1]);
+    memset(m, 0, sizeof *m);
+}
+
+float *mlp_param(const mlp *m, int view) {
+    const mlp_view *v = &m->views[view];
+    return (v->buffer == VIEW_PARAM ? m->params : m->state) + v->offset;
+}
+
+float *mlp_grad(const mlp *m, int view) { return m->grads + m->views[view].offset; }
+
+void mlp_init_params(mlp *m, uint64_t seed) {
+    bn_rng r;
+    rng_seed(&r, seed, RNG_INIT, 0);
+    for (int l = 0; l <= m->n_hidden; l++) {
+        const mlp_view *w = &m->views[m->w[l]];
+        float limit = sqrtf(6.0f / (float)(w->rows + w->cols));
+        float *p = mlp_param(m, m->w[l]);
+        for (size_t i = 0; i < w->count; i++) p[i] = rng_uniform_sym(&r, limit);
+        memset(mlp_param(m, m->b[l]), 0, sizeof(float) * m->views[m->b[l]].count);
+        if (l == m->n_hidden || m->bn_mode == BN_NONE) continue;
+        for (int j = 0; j < m->dims[l + 1]; j++) {
+            mlp_param(m, m->gamma[l])[j] = 1.0f;
+            mlp_param(m, m->beta[l])[j] = 0.0f;
+            mlp_param(m, m->rmean[l])[j] = 0.0f;
+            mlp_param(m, m->rvar[l])[j] = 1.0f;
+        }
+    }
+}
+
+static const float *layer_input(const mlp *m, int l) { return l == 0 ? m->x : m->out[l - 1]; }
+
+static const float *forward(mlp *m, int B, int train) {
+    for (int l = 0; l <= m->n_hidden; l++) {
+        const int in = m->dims[l], w = m->dims[l + 1];
+        const size_t n = (size_t)B * w;
+        dense_forward(m->z[l], layer_input(m, l), mlp_param(m, m->w[l]), mlp_param(m, m->b[l]), B, in, w);
+        if (l == m->n_hidden) break;
+        if (m->bn_mode == BN_NONE) {
+            relu_forward(m->out[l], m->z[l], n);
+            continue;
+        }
+        const float *g = mlp_param(m, m->gamma[l]), *be = mlp_param(m, m->beta[l]);
+        /* BN reads src, writes dst; ReLU goes before or after it */
+        const float *src = m->z[l];
+        float *dst = m->mid[l];
+        if (m->bn_place == BN_AFTER_RELU) {
+            relu_forward(m->mid[l], m->z[l], n);
+            src = m->mid[l];
+            dst = m->out[l];
+        }
+        if (train)
+            bn_forward_train(&m->bn[l], dst, m->xhat[l], m->inv_std[l], src, g, be, mlp_param(m, m->rmean[l]),
+                             mlp_param(m, m->rvar[l]), B);
+        else
+            bn_forward_eval(&m->bn[l], dst, src, g, be, m->eval_state + m->views[m->rmean[l]].offset,
+                            m->eval_state + m->views[m->rvar[l]].offset, B);
+        if (m->bn_place == BN_BEFORE_RELU) relu_forward(m->out[l], m->mid[l], n);
+    }
+    return m->z[m->n_hidden];
+}
+
+const float *mlp_forward_train(mlp *m, int B) { return forward(m, B, 1); }
+const float *mlp_forward_eval(mlp *m, int B) { return forward(m, B, 0); }
+
+void mlp_backward(mlp *m, int B) {
+    float *d = m->dbuf[0], *dprev = m->dbuf[1];
+    for (int l = m->n_hidden; l >= 0; l--) {
+        const int in = m->dims[l], w = m->dims[l + 1];
+        const size_t n = (size_t)B * w;
+        if (l < m->n_hidden) { /* d = dL/d out[l] -> dL/d z[l] */
+            if (m->bn_mode == BN_NONE) {
+                relu_backward(d, m->out[l], n);
+            } else {
+                float *dg = mlp_grad(m, m->gamma[l]), *db = mlp_grad(m, m->beta[l]);
+                const float *g = mlp_param(m, m->gamma[l]);
+                if (m->bn_place == BN_BEFORE_RELU) relu_backward(d, m->out[l], n);
+                bn_backward(&m->bn[l], d, dg, db, d, m->xhat[l], m->inv_std[l], g, B);
+                if (m->bn_place == BN_AFTER_RELU) relu_backward(d, m->mid[l], n);
+            }
+        }
+        dense_backward(l > 0 ? dprev : NULL, mlp_grad(m, m->w[l]), mlp_grad(m, m->b[l]), d, layer_input(m, l),
+                       mlp_param(m, m->w[l]), B, in, w);
+        float *t = d;
+        d = dprev;
+        dprev = t;
+    }
+}
+
+void mlp_prepare_eval(mlp *m) {
+    memcpy(m->eval_state, m->state, sizeof(float) * m->n_state);
+    const int P = comm_size();
+    if (m->bn_mode != BN_LOCAL || P == 1 || m->n_state == 0) return;
+    /* eval_state's views hold the ranks' average mean and average of
+     * (var + (mean - average mean)^2), computed in double. */
+    double *buf = bn_calloc(m->n_state, sizeof(double));
+    for (size_t i = 0; i < m->n_state; i++) buf[i] = m->state[i];
+    comm_allreduce_sum_f64(buf, m->n_state, COMM_WORLD_GROUP, T_EVAL);
+    for (int l = 0; l < m->n_hidden; l++) {
+        const mlp_view *vm = &m->views[m->rmean[l]], *vv = &m->views[m->rvar[l]];
+        for (size_t j = 0; j < vm->count; j++) {
+            double mean = buf[vm->offset + j] / P;
+            double dev = m->state[vm->offset + j] - mean;
+            m->eval_state[vm->offset + j] = (float)mean;
+            buf[vm->offset + j] = 0.0;
+            buf[vv->offset + j] = m->state[vv->offset + j] + dev * dev;
+        }
+    }
+    comm_allreduce_sum_f64(buf, m->n_state, COMM_WORLD_GROUP, T_EVAL);
+    for (int l = 0; l < m->n_hidden; l++) {
+        const mlp_view *vv = &m->views[m->rvar[l]];
+        for (size_t j = 0; j < vv->count; j++) m->eval_state[vv->offset + j] = (float)(buf[vv->offset + j] / P);
+    }
+    free(buf);
+}

@@ -1,0 +1,367 @@
+/* options.c: the option table and everything derived from it. */
+#include "bnmpi/options.h"
+
+#include <errno.h>
+#include <getopt.h>
+#include <math.h>
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef enum { K_INT, K_DOUBLE, K_STRING, K_CHOICE, K_FLAG } opt_kind;
+
+typedef struct {
+    const char *section;   /* non-NULL starts a --help section */
+    const char *name;      /* long flag without dashes */
+    opt_kind kind;
+    size_t offset;         /* into bn_config */
+    size_t size;           /* K_STRING buffer size */
+    const char *def;       /* default, as typed on the command line */
+    const char *meta;      /* argument name in --help */
+    const char *choices;   /* K_CHOICE: "a|b|c", the index is stored */
+    double lo, hi;         /* K_INT/K_DOUBLE inclusive range */
+    int lo_open;           /* the range excludes lo */
+    int auto_zero;         /* "auto" is accepted and stored as 0 */
+    const char *help;
+} opt_def;
+
+#define F(field) offsetof(bn_config, field)
+#define S(field) sizeof(((bn_config *)0)->field)
+
+static const opt_def table[] = {
+    {"Data", "data", K_STRING, F(data), S(data), "", "DIR", NULL, 0, 0, 0, 0,
+     "folder holding the four IDX files under their original names, plain or .gz "
+     "(default: $BNMPI_DATA, then the data fetched by tools/setup.sh)"},
+    {NULL, "dataset", K_CHOICE, F(dataset), 0, "mnist", "NAME", "mnist|fashion", 0, 0, 0, 0,
+     "mnist, or fashion (Debian's dataset-fashion-mnist in /usr/share/datasets/fashion-mnist)"},
+    {NULL, "val-fraction", K_DOUBLE, F(val_fraction), 0, "0.2", "F", NULL, 0, 0.9, 0, 0,
+     "share of the 60000 training images held out for validation"},
+    {NULL, "split-seed", K_INT, F(split_seed), 0, "42", "N", NULL, 0, 2147483647, 0, 0,
+     "seed of the train/validation split (fixed, like the notebook's random_state=42)"},
+    {NULL, "train-limit", K_INT, F(train_limit), 0, "0", "N", NULL, 0, 2147483647, 0, 0,
+     "use only the first N training samples of the split, for quick runs (0 = all)"},
+
+    {"Model", "hidden", K_STRING, F(hidden), S(hidden), "256", "LIST", NULL, 0, 0, 0, 0,
+     "hidden layer widths, e.g. 256 or 512,256 (input 784, output 10)"},
+    {NULL, "bn", K_CHOICE, F(bn), 0, "sync", "MODE", "none|local|sync", 0, 0, 0, 0,
+     "batch norm on every hidden layer: none, local (per-rank statistics) or sync (global batch)"},
+    {NULL, "bn-place", K_CHOICE, F(bn_place), 0, "after", "WHERE", "before|after", 0, 0, 0, 0,
+     "BN before the ReLU (Ioffe & Szegedy) or after it (the notebook)"},
+    {NULL, "bn-momentum", K_DOUBLE, F(bn_momentum), 0, "0.99", "M", NULL, 0, 1, 0, 0,
+     "running statistics: r = M*r + (1-M)*batch (Keras convention)"},
+    {NULL, "bn-eps", K_DOUBLE, F(bn_eps), 0, "0.001", "E", NULL, 0, 1, 1, 0,
+     "added to the variance inside the square root (Keras default)"},
+
+    {"Training", "epochs", K_INT, F(epochs), 0, "10", "N", NULL, 1, 100000, 0, 0,
+     "number of epochs"},
+    {NULL, "batch", K_INT, F(batch), 0, "auto", "N", NULL, 1, 1 << 20, 0, 1,
+     "samples per rank per step (default 32, or global-batch / ranks)"},
+    {NULL, "global-batch", K_INT, F(global_batch), 0, "auto", "N", NULL, 1, 1 << 24, 0, 1,
+     "samples per step over all ranks; must divide by the number of ranks"},
+    {NULL, "optimizer", K_CHOICE, F(optimizer), 0, "adam", "NAME", "adam|sgd", 0, 0, 0, 0,
+     "adam (Keras defaults) or sgd"},
+    {NULL, "lr", K_DOUBLE, F(lr), 0, "auto", "LR", NULL, 0, 1e9, 1, 1,
+     "learning rate (default 0.001 for adam, 0.01 for sgd: Keras defaults)"},
+    {NULL, "beta1", K_DOUBLE, F(beta1), 0, "0.9", "B", NULL, 0, 1, 0, 0, "Adam beta1"},
+    {NULL, "beta2", K_DOUBLE, F(beta2), 0, "0.999", "B", NULL, 0, 1, 0, 0, "Adam beta2"},
+    {NULL, "adam-eps", K_DOUBLE, F(adam_eps), 0, "1e-7", "E", NULL, 0, 1, 1, 0,
+     "Adam epsilon (Keras places it outside the square root, after bias correction)"},
+    {NULL, "momentum", K_DOUBLE, F(momentum), 0, "0", "M", NULL, 0, 1, 0, 0, "SGD momentum"},
+    {NULL, "nesterov", K_FLAG, F(nesterov), 0, "0", NULL, NULL, 0, 0, 0, 0,
+     "Nesterov momentum for SGD"},
+    {NULL, "weight-decay", K_DOUBLE, F(weight_decay), 0, "0", "WD", NULL, 0, 1, 0, 0,
+     "SGD L2 penalty on dense weights (not biases, not BN's gamma and beta)"},
+    {NULL, "seed", K_INT, F(seed), 0, "1", "N", NULL, 0, 2147483647, 0, 0,
+     "seed of the initial weights and the per-epoch shuffles"},
+
+    {"Run", "eval-batch", K_INT, F(eval_batch), 0, "1000", "N", NULL, 1, 1 << 20, 0, 0,
+     "samples per forward block in validation and test"},
+    {NULL, "metrics", K_STRING, F(metrics), S(metrics), "", "PATH", NULL, 0, 0, 0, 0,
+     "HDF5 metrics file (default: a new file under runs/ named after the configuration)"},
+    {NULL, "force", K_FLAG, F(force), 0, "0", NULL, NULL, 0, 0, 0, 0,
+     "overwrite an existing --metrics file"},
+    {NULL, "threads", K_INT, F(threads), 0, "auto", "N", NULL, 1, 1024, 0, 1,
+     "OpenBLAS threads per rank (default: usable cores / ranks on the node, at least 1)"},
+    {NULL, "quiet", K_FLAG, F(quiet), 0, "0", NULL, NULL, 0, 0, 0, 0,
+     "print only errors and the final summary"},
+};
+#define N_OPTS ((int)(sizeof table / sizeof table[0]))
+
+static const char *choice_name(const char *choices, int index, char *buf, size_t n) {
+    const char *p = choices;
+    for (int i = 0; i < index && p; i++) {
+        p = strchr(p, '|');
+        if (p) p++;
+    }
+    if (!p) return "?";
+    size_t len = strcspn(p, "|");
+    if (len >= n) len = n - 1;
+    memcpy(buf, p, len);
+    buf[len] = '\0';
+    return buf;
+}
+
+static int choice_index(const char *choices, const char *s) {
+    char buf[32];
+    for (int i = 0;; i++) {
+        const char *name = choice_name(choices, i, buf, sizeof buf);
+        if (strcmp(name, "?") == 0) return -1;
+        if (strcmp(name, s) == 0) return i;
+    }
+}
+
+static const char *mode_names[] = {"none", "local", "sync"};
+const char *bn_mode_name(int m) { return m >= 0 && m < 3 ? mode_names[m] : "?"; }
+const char *optimizer_name(int o) { return o == OPT_SGD ? "sgd" : "adam"; }
+const char *dataset_name(int d) { return d == DATA_FASHION ? "fashion" : "mnist"; }
+
+static void range_text(const opt_def *o, char *buf, size_t n) {
+    if (o->kind == K_INT)
+        snprintf(buf, n, "an integer from %.0f to %.0f", o->lo, o->hi);
+    else
+        snprintf(buf, n, "a number %s %g and <= %g", o->lo_open ? ">" : ">=", o->lo, o->hi);
+}
+
+static int set_value(bn_config *c, const opt_def *o, const char *arg, bn_err *e) {
+    char *p = (char *)c + o->offset;
+    char expected[96];
+    if (o->auto_zero && strcmp(arg, "auto") == 0) {
+        if (o->kind == K_INT) *(int *)p = 0;
+        else *(double *)p = 0.0;
+        return BN_OK;
+    }
+    switch (o->kind) {
+    case K_FLAG:
+        *(int *)p = strcmp(arg, "1") == 0;
+        return BN_OK;
+    case K_STRING:
+        if (strlen(arg) >= o->size)
+            return bn_fail(e, "--%s: value longer than %zu characters", o->name, o->size - 1);
+        strcpy(p, arg);
+        return BN_OK;
+    case K_CHOICE: {
+        int i = choice_index(o->choices, arg);
+        if (i < 0) return bn_fail(e, "--%s: expected one of %s, got '%s'", o->name, o->choices, arg);
+        *(int *)p = i;
+        return BN_OK;
+    }
+    case K_INT: {
+        char *end;
+        errno = 0;
+        long v = strtol(arg, &end, 10);
+        range_text(o, expected, sizeof expected);
+        if (errno || end == arg || *end != '\0' || v < o->lo || v > o->hi)
+            return bn_fail(e, "--%s: expected %s%s, got '%s'", o->name, expected,
+                           o->auto_zero ? " or auto" : "", arg);
+        *(int *)p = (int)v;
+        return BN_OK;
+    }
+    case K_DOUBLE: {
+        char *end;
+        errno = 0;
+        double v = strtod(arg, &end);
+        range_text(o, expected, sizeof expected);
+        if (errno || end == arg || *end != '\0' || !isfinite(v) || v > o->hi ||
+            (o->lo_open ? v <= o->lo : v < o->lo))
+            return bn_fail(e, "--%s: expected %s%s, got '%s'", o->name, expected,
+                           o->auto_zero ? " or auto" : "", arg);
+        *(double *)p = v;
+        return BN_OK;
+    }
+    }
+    return BN_ERR;
+}
+
+enum { ID_HELP = 1000, ID_VERSION, ID_HELP_MD };
+
+parse_result options_parse(bn_config *c, int argc, char **argv, int print, bn_err *e) {
+    memset(c, 0, sizeof *c);
+    for (int i = 0; i < N_OPTS; i++)
+        if (set_value(c, &table[i], table[i].def, e) != BN_OK) return PARSE_ERROR;
+
+    struct option longopts[N_OPTS + 4];
+    for (int i = 0; i < N_OPTS; i++)
+        longopts[i] = (struct option){table[i].name,
+                                      table[i].kind == K_FLAG ? no_argument : required_argument,
+                                      NULL, i};
+    longopts[N_OPTS] = (struct option){"help", no_argument, NULL, ID_HELP};
+    longopts[N_OPTS + 1] = (struct option){"version", no_argument, NULL, ID_VERSION};
+    longopts[N_OPTS + 2] = (struct option){"help-markdown", no_argument, NULL, ID_HELP_MD};
+    longopts[N_OPTS + 3] = (struct option){0, 0, 0, 0};
+
+    opterr = 0;
+    optind = 1;
+    int id;
+    while ((id = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
+        if (id == ID_HELP || id == 'h') {
+            if (print) options_help(stdout);
+            return PARSE_EXIT_OK;
+        }
+        if (id == ID_HELP_MD) {
+            if (print) options_help_markdown(stdout);
+            return PARSE_EXIT_OK;
+        }
+        if (id == ID_VERSION) {
+            if (print) printf("bnmpi %s\n", BNMPI_VERSION);
+            return PARSE_EXIT_OK;
+        }
+        if (id == '?' || id == ':') {
+            const char *bad = argv[optind - 1];
+            if (optopt >= 0 && optopt < N_OPTS)
+                bn_fail(e, "--%s: expects a value (%s)", table[optopt].name, table[optopt].meta);
+            else
+                bn_fail(e, "unknown option '%s' (see bnmpi --help)", bad);
+            return PARSE_ERROR;
+        }
+        if (set_value(c, &table[id], table[id].kind == K_FLAG ? "1" : optarg, e) != BN_OK)
+            return PARSE_ERROR;
+    }
+    if (optind < argc) {
+        bn_fail(e, "unexpected argument '%s' (options start with --; see bnmpi --help)", argv[optind]);
+        return PARSE_ERROR;
+    }
+    return PARSE_RUN;
+}
+
+static int parse_hidden(bn_config *c, bn_err *e) {
+    const char *p = c->hidden;
+    c->n_hidden = 0;
+    while (*p) {
+        char *end;
+        errno = 0;
+        long v = strtol(p, &end, 10);
+        if (end == p || errno || v < 1 || v > 65536 || (*end != ',' && *end != '\0'))
+            return bn_fail(e, "--hidden: expected comma-separated widths from 1 to 65536, got '%s'",
+                           c->hidden);
+        if (c->n_hidden == BN_MAX_HIDDEN)
+            return bn_fail(e, "--hidden: at most %d hidden layers, got '%s'", BN_MAX_HIDDEN, c->hidden);
+        c->hidden_sizes[c->n_hidden++] = (int)v;
+        p = *end == ',' ? end + 1 : end;
+        if (*end == ',' && *p == '\0')
+            return bn_fail(e, "--hidden: trailing comma in '%s'", c->hidden);
+    }
+    if (c->n_hidden == 0) return bn_fail(e, "--hidden: expected at least one width, got ''");
+    return BN_OK;
+}
+
+int options_resolve(bn_config *c, int n_ranks, bn_err *e) {
+    c->n_ranks = n_ranks;
+    if (parse_hidden(c, e) != BN_OK) return BN_ERR;
+    if (c->global_batch && c->global_batch % n_ranks != 0)
+        return bn_fail(e, "--global-batch: %d does not divide by the %d ranks", c->global_batch, n_ranks);
+    if (c->global_batch && c->batch && c->global_batch != c->batch * n_ranks)
+        return bn_fail(e, "--batch %d and --global-batch %d disagree at %d ranks (expected %d)",
+                       c->batch, c->global_batch, n_ranks, c->batch * n_ranks);
+    if (!c->batch) c->batch = c->global_batch ? c->global_batch / n_ranks : 32;
+    if ((long long)c->batch * n_ranks > (1 << 24))
+        return bn_fail(e, "--batch: %d per rank x %d ranks exceeds 16777216", c->batch, n_ranks);
+    c->global_batch = c->batch * n_ranks;
+    if (c->lr == 0.0) c->lr = c->optimizer == OPT_SGD ? 0.01 : 0.001;
+    if (c->nesterov && c->optimizer != OPT_SGD)
+        return bn_fail(e, "--nesterov: applies to --optimizer sgd only");
+    if (c->nesterov && c->momentum == 0.0)
+        return bn_fail(e, "--nesterov: needs --momentum > 0");
+    if (c->bn != BN_NONE && (c->bn == BN_LOCAL ? c->batch : c->global_batch) < 2)
+        return bn_fail(e, "--bn %s: needs at least 2 samples per BN batch, got %d",
+                       bn_mode_name(c->bn), c->bn == BN_LOCAL ? c->batch : c->global_batch);
+    c->bn_batch = c->bn == BN_NONE ? 0 : c->bn == BN_LOCAL ? c->batch : c->global_batch;
+    return BN_OK;
+}
+
+int options_count(void) { return N_OPTS; }
+
+void options_value(const bn_config *c, int i, opt_value *v) {
+    static char choice_buf[N_OPTS][32];
+    const opt_def *o = &table[i];
+    const char *p = (const char *)c + o->offset;
+    v->name = o->name;
+    v->i = 0;
+    v->d = 0;
+    v->s = NULL;
+    switch (o->kind) {
+    case K_INT:
+    case K_FLAG:
+        v->kind = OV_INT;
+        v->i = *(const int *)p;
+        break;
+    case K_DOUBLE:
+        v->kind = OV_DOUBLE;
+        v->d = *(const double *)p;
+        break;
+    case K_STRING:
+        v->kind = OV_STRING;
+        v->s = p;
+        break;
+    case K_CHOICE:
+        v->kind = OV_STRING;
+        v->s = choice_name(o->choices, *(const int *)p, choice_buf[i], sizeof choice_buf[i]);
+        break;
+    }
+}
+
+void options_print(const bn_config *c, FILE *f) {
+    int col = 0;
+    fprintf(f, "config:");
+    col = 7;
+    for (int i = 0; i < N_OPTS; i++) {
+        opt_value v;
+        char item[BN_PATH + 64];
+        options_value(c, i, &v);
+        if (v.kind == OV_INT) snprintf(item, sizeof item, "%s=%lld", v.name, v.i);
+        else if (v.kind == OV_DOUBLE) snprintf(item, sizeof item, "%s=%g", v.name, v.d);
+        else snprintf(item, sizeof item, "%s=%s", v.name, v.s[0] ? v.s : "-");
+        int len = (int)strlen(item);
+        if (col + 1 + len > 100) {
+            fprintf(f, "\n       ");
+            col = 7;
+        }
+        fprintf(f, " %s", item);
+        col += 1 + len;
+    }
+    fprintf(f, "\n");
+}
+
+static void arg_text(const opt_def *o, char *buf, size_t n) {
+    if (o->kind == K_FLAG) snprintf(buf, n, "--%s", o->name);
+    else snprintf(buf, n, "--%s %s", o->name, o->meta);
+}
+
+static const char *default_text(const opt_def *o) {
+    if (o->kind == K_FLAG) return "off";
+    return o->def[0] ? o->def : "see text";
+}
+
+void options_help(FILE *f) {
+    fprintf(f,
+            "Usage: mpirun -np N bnmpi [options]\n"
+            "Data-parallel MLP training on MNIST with batch norm: none, local (per-rank\n"
+            "statistics) or sync (statistics over the global batch). Metrics go to HDF5.\n");
+    for (int i = 0; i < N_OPTS; i++) {
+        const opt_def *o = &table[i];
+        char arg[64];
+        if (o->section) fprintf(f, "\n%s:\n", o->section);
+        arg_text(o, arg, sizeof arg);
+        fprintf(f, "  %-22s %s", arg, o->help);
+        if (o->choices) fprintf(f, " [%s]", o->choices);
+        fprintf(f, " (default: %s)\n", default_text(o));
+    }
+    fprintf(f,
+            "\nOther:\n"
+            "  %-22s print this help\n"
+            "  %-22s print the option list as the README's Markdown table\n"
+            "  %-22s print the version\n"
+            "\nExit status: 0 done; 1 runtime error (data, file, non-finite loss); 2 bad\n"
+            "command line or configuration.\n",
+            "--help", "--help-markdown", "--version");
+}
+
+void options_help_markdown(FILE *f) {
+    fprintf(f, "| option | default | meaning |\n|---|---|---|\n");
+    for (int i = 0; i < N_OPTS; i++) {
+        const opt_def *o = &table[i];
+        char arg[64];
+        arg_text(o, arg, sizeof arg);
+        fprintf(f, "| `%s` | %s | %s%s%s%s |\n", arg, default_text(o), o->help,
+                o->choices ? " (`" : "", o->choices ? o->choices : "", o->choices ? "`)" : "");
+    }
+}
