@@ -90,6 +90,10 @@ void comm_bcast_f32(float *buf, size_t n, int root) {
     MPI_Bcast(buf, count_or_die(n), MPI_FLOAT, root, MPI_COMM_WORLD);
 }
 
+void comm_bcast_chars(char *buf, size_t n, int root) {
+    MPI_Bcast(buf, count_or_die(n), MPI_CHAR, root, MPI_COMM_WORLD);
+}
+
 /* MPI user op: inout <- merge(in, inout) for `len` records of 1 + 2c doubles.
  * mean = (na*ma + nb*mb)/n and m2 = m2a + m2b + d^2*na*nb/n with d = mb - ma:
  * every term is symmetric in a and b, so the result does not depend on the

@@ -17,6 +17,7 @@
 #include "bnmpi/optim.h"
 #include "bnmpi/options.h"
 #include "bnmpi/sampler.h"
+#include "bnmpi/sha256.h"
 #include "bnmpi/threads.h"
 
 enum { EXIT_RUNTIME = 1, EXIT_USAGE = 2 };
@@ -128,6 +129,22 @@ static int train_epoch(trainer *t, int epoch, epoch_row *row, bn_err *e) {
     return BN_OK;
 }
 
+/* Every rank must hold the same parameters (same allreduce result, same
+ * update). Checks that rank 0's digest is everyone's; digest out. */
+static int check_params_agree(const trainer *t, char digest[65], bn_err *e) {
+    sha256_ctx h;
+    sha256_init(&h);
+    sha256_update(&h, t->model.params, sizeof(float) * t->model.n_params);
+    sha256_final_hex(&h, digest);
+    char root[65];
+    memcpy(root, digest, 65);
+    comm_bcast_chars(root, 65, 0);
+    if (memcmp(root, digest, 65) != 0)
+        return bn_fail(e, "parameters on rank %d differ from rank 0's (sha256 %.12s vs %.12s)", t->rank, digest,
+                       root);
+    return BN_OK;
+}
+
 static void iso_time(char *out, size_t n) {
     time_t now = time(NULL);
     strftime(out, n, "%Y-%m-%dT%H:%M:%SZ", gmtime(&now));
@@ -233,6 +250,8 @@ int main(int argc, char **argv) {
         row.time_s = bn_now() - t0;
         row.comm_s = bn_timers[T_GRAD_COMM] + bn_timers[T_BN_COMM];
         row.samples_per_s = (double)t.samp.steps_per_epoch * c->global_batch / train_s;
+        char digest[65];
+        check(check_params_agree(&t, digest, &e), &e, EXIT_RUNTIME);
         if (t.rank == 0) status = metrics_append_epoch(&t.metrics, &row, t.steps, t.samp.steps_per_epoch, &e);
         check(status, &e, EXIT_RUNTIME);
         if (t.progress) printf("\r\033[K");
@@ -246,8 +265,10 @@ int main(int argc, char **argv) {
     }
     const double total_s = bn_now() - run_start;
     eval_result test = evaluate(&t, &t.data.test_images, &t.data.test_labels, t.data.test_idx, t.data.n_test);
+    char digest[65];
+    check(check_params_agree(&t, digest, &e), &e, EXIT_RUNTIME);
     if (t.rank == 0) {
-        status = metrics_write_summary(&t.metrics, test.loss, test.acc, total_s, &e);
+        status = metrics_write_summary(&t.metrics, test.loss, test.acc, total_s, digest, &e);
         metrics_close(&t.metrics);
     }
     check(status, &e, EXIT_RUNTIME);

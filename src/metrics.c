@@ -148,12 +148,14 @@ int metrics_append_epoch(metrics_file *m, const epoch_row *row, const step_row *
     return BN_OK;
 }
 
-int metrics_write_summary(metrics_file *m, double test_loss, double test_acc, double total_time_s, bn_err *e) {
+int metrics_write_summary(metrics_file *m, double test_loss, double test_acc, double total_time_s,
+                          const char *params_sha256, bn_err *e) {
     hid_t g = H5Gcreate2(m->file, "summary", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
     if (g < 0) return bn_fail(e, "%s: cannot create /summary", m->path);
     int bad = attr_double(g, "test_loss", test_loss) < 0;
     bad |= attr_double(g, "test_acc", test_acc) < 0;
     bad |= attr_double(g, "total_time_s", total_time_s) < 0;
+    bad |= attr_string(g, "params_sha256", params_sha256) < 0;
     H5Gclose(g);
     if (bad || H5Fflush(m->file, H5F_SCOPE_GLOBAL) < 0) return bn_fail(e, "%s: cannot write /summary", m->path);
     return BN_OK;

@@ -27,6 +27,7 @@ void comm_allreduce_sum_f32(float *buf, size_t n, comm_group g, int timer);
 void comm_allreduce_sum_f64(double *buf, size_t n, comm_group g, int timer);
 double comm_max_f64(double x);   /* over the world */
 void comm_bcast_f32(float *buf, size_t n, int root);
+void comm_bcast_chars(char *buf, size_t n, int root);
 
 /* Merges per-channel moments over the BN group, in place.
  * stats: [count, mean[0..c), m2[0..c)] (1 + 2c doubles), where m2 is the sum

@@ -10,7 +10,8 @@
  *                time_s, comm_s, samples_per_s  (one row per epoch)
  *   /steps       table: step, epoch, loss, acc, lr  (one row per step, for
  *                the whole global batch)
- *   /summary     attrs test_loss, test_acc, total_time_s
+ *   /summary     attrs test_loss, test_acc, total_time_s, params_sha256 (of the
+ *                final parameter buffer, identical on every rank by check)
  * Accuracies are fractions in [0, 1]; losses are mean cross-entropy (nats).
  * The file is flushed after every epoch. */
 #ifndef BNMPI_METRICS_H
@@ -59,7 +60,8 @@ typedef struct {
 int metrics_write_config(metrics_file *m, const bn_config *c, const run_facts *f, bn_err *e);
 /* Appends one epoch row and its steps, then flushes. */
 int metrics_append_epoch(metrics_file *m, const epoch_row *row, const step_row *steps, int n_steps, bn_err *e);
-int metrics_write_summary(metrics_file *m, double test_loss, double test_acc, double total_time_s, bn_err *e);
+int metrics_write_summary(metrics_file *m, double test_loss, double test_acc, double total_time_s,
+                          const char *params_sha256, bn_err *e);
 void metrics_close(metrics_file *m);
 
 #endif

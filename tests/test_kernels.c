@@ -1,0 +1,290 @@
+/* test_kernels.c: each BLAS kernel against its plain-loop reference, and
+ * central-difference gradient checks of dense, BN (train mode), softmax
+ * cross-entropy and the whole MLP in every BN placement. One rank. */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "bnmpi/batchnorm.h"
+#include "bnmpi/comm.h"
+#include "bnmpi/dense.h"
+#include "bnmpi/loss.h"
+#include "bnmpi/mlp.h"
+#include "bnmpi/rng.h"
+
+static bn_rng rng;
+
+static float *random_floats(size_t n, float scale) {
+    float *p = bn_alloc_floats(n);
+    for (size_t i = 0; i < n; i++) p[i] = rng_uniform_sym(&rng, scale);
+    return p;
+}
+
+static double max_abs(const float *a, size_t n) {
+    double m = 0;
+    for (size_t i = 0; i < n; i++) m = fmax(m, fabs(a[i]));
+    return m;
+}
+
+/* ||a - b||_inf / ||b||_inf */
+static double rel_diff(const float *a, const float *b, size_t n) {
+    double d = 0;
+    for (size_t i = 0; i < n; i++) d = fmax(d, fabs((double)a[i] - b[i]));
+    double s = max_abs(b, n);
+    return s > 0 ? d / s : d;
+}
+
+static void check_dense_against_ref(int B, int in, int out) {
+    float *x = random_floats((size_t)B * in, 1), *w = random_floats((size_t)out * in, 0.1f);
+    float *b = random_floats((size_t)out, 0.1f), *dy = random_floats((size_t)B * out, 1);
+    float *y = bn_alloc_floats((size_t)B * out), *y_ref = bn_alloc_floats((size_t)B * out);
+    dense_forward(y, x, w, b, B, in, out);
+    dense_forward_ref(y_ref, x, w, b, B, in, out);
+    assert_true(rel_diff(y, y_ref, (size_t)B * out) < 1e-5);
+
+    float *dx = bn_alloc_floats((size_t)B * in), *dx_ref = bn_alloc_floats((size_t)B * in);
+    float *dw = random_floats((size_t)out * in, 1), *db = random_floats((size_t)out, 1);
+    float *dw_ref = bn_alloc_floats((size_t)out * in), *db_ref = bn_alloc_floats((size_t)out);
+    memcpy(dw_ref, dw, sizeof(float) * (size_t)out * in); /* backward adds: start from the same non-zero */
+    memcpy(db_ref, db, sizeof(float) * (size_t)out);
+    dense_backward(dx, dw, db, dy, x, w, B, in, out);
+    dense_backward_ref(dx_ref, dw_ref, db_ref, dy, x, w, B, in, out);
+    assert_true(rel_diff(dx, dx_ref, (size_t)B * in) < 1e-5);
+    assert_true(rel_diff(dw, dw_ref, (size_t)out * in) < 1e-5);
+    assert_true(rel_diff(db, db_ref, (size_t)out) < 1e-5);
+    free(x), free(w), free(b), free(dy), free(y), free(y_ref), free(dx), free(dx_ref);
+    free(dw), free(db), free(dw_ref), free(db_ref);
+}
+
+static void test_dense_matches_reference(void **state) {
+    (void)state;
+    check_dense_against_ref(7, 13, 5);
+    check_dense_against_ref(32, 784, 256);
+    check_dense_against_ref(33, 256, 10);
+}
+
+/* L(y) = sum r_i y_i, computed in double, so dL/dy = r. */
+static double dot(const float *y, const float *r, size_t n) {
+    double s = 0;
+    for (size_t i = 0; i < n; i++) s += (double)y[i] * r[i];
+    return s;
+}
+
+/* Central difference of f at p[i]; f reads p. */
+typedef double (*loss_fn)(void *ctx);
+static double numeric_grad(float *p, loss_fn f, void *ctx, float h) {
+    float keep = *p;
+    *p = keep + h;
+    double up = f(ctx);
+    *p = keep - h;
+    double down = f(ctx);
+    *p = keep;
+    return (up - down) / (2.0 * ((double)(keep + h) - (double)(keep - h)) / 2.0);
+}
+
+static void assert_grad_close(double analytic, double numeric, const char *what, size_t i) {
+    double tol = 2e-2 * fmax(fabs(numeric), fabs(analytic)) + 2e-3;
+    if (fabs(analytic - numeric) > tol)
+        fail_msg("%s[%zu]: analytic %.6g vs numeric %.6g", what, i, analytic, numeric);
+}
+
+typedef struct {
+    float *x, *w, *b, *y, *r;
+    int B, in, out;
+} dense_ctx;
+
+static double dense_loss(void *p) {
+    dense_ctx *c = p;
+    dense_forward_ref(c->y, c->x, c->w, c->b, c->B, c->in, c->out);
+    return dot(c->y, c->r, (size_t)c->B * c->out);
+}
+
+static void test_dense_gradient(void **state) {
+    (void)state;
+    dense_ctx c = {.B = 4, .in = 6, .out = 3};
+    c.x = random_floats(24, 1), c.w = random_floats(18, 1), c.b = random_floats(3, 1);
+    c.y = bn_alloc_floats(12), c.r = random_floats(12, 1);
+    float *dx = bn_alloc_floats(24), *dw = bn_alloc_floats(18), *db = bn_alloc_floats(3);
+    dense_backward(dx, dw, db, c.r, c.x, c.w, c.B, c.in, c.out);
+    for (size_t i = 0; i < 24; i++) assert_grad_close(dx[i], numeric_grad(&c.x[i], dense_loss, &c, 1e-2f), "dx", i);
+    for (size_t i = 0; i < 18; i++) assert_grad_close(dw[i], numeric_grad(&c.w[i], dense_loss, &c, 1e-2f), "dW", i);
+    for (size_t i = 0; i < 3; i++) assert_grad_close(db[i], numeric_grad(&c.b[i], dense_loss, &c, 1e-2f), "db", i);
+    free(c.x), free(c.w), free(c.b), free(c.y), free(c.r), free(dx), free(dw), free(db);
+}
+
+typedef struct {
+    bn_layer l;
+    float *x, *y, *xhat, *inv_std, *gamma, *beta, *rm, *rv, *r;
+    int B, c;
+} bn_ctx;
+
+static double bn_loss(void *p) {
+    bn_ctx *c = p;
+    bn_forward_train(&c->l, c->y, c->xhat, c->inv_std, c->x, c->gamma, c->beta, c->rm, c->rv, c->B);
+    return dot(c->y, c->r, (size_t)c->B * c->c);
+}
+
+static void test_batchnorm_gradient(void **state) {
+    (void)state;
+    bn_ctx c = {.B = 6, .c = 3};
+    size_t n = (size_t)c.B * c.c;
+    bn_layer_init(&c.l, c.c, 1e-3f, 0.99f, 0);
+    c.x = random_floats(n, 2), c.y = bn_alloc_floats(n), c.xhat = bn_alloc_floats(n);
+    c.inv_std = bn_alloc_floats(3), c.gamma = random_floats(3, 2), c.beta = random_floats(3, 1);
+    c.rm = bn_alloc_floats(3), c.rv = bn_alloc_floats(3), c.r = random_floats(n, 1);
+    float *dx = bn_alloc_floats(n), *dg = bn_alloc_floats(3), *dbeta = bn_alloc_floats(3);
+    bn_loss(&c);
+    bn_backward(&c.l, dx, dg, dbeta, c.r, c.xhat, c.inv_std, c.gamma, c.B);
+    for (size_t i = 0; i < n; i++) assert_grad_close(dx[i], numeric_grad(&c.x[i], bn_loss, &c, 1e-2f), "dx", i);
+    for (size_t i = 0; i < 3; i++) {
+        assert_grad_close(dg[i], numeric_grad(&c.gamma[i], bn_loss, &c, 1e-2f), "dgamma", i);
+        assert_grad_close(dbeta[i], numeric_grad(&c.beta[i], bn_loss, &c, 1e-2f), "dbeta", i);
+    }
+    /* the normalised batch has mean 0 and biased variance 1/(1 + eps/var) per channel */
+    for (int j = 0; j < c.c; j++) {
+        double m = 0, v = 0;
+        for (int i = 0; i < c.B; i++) m += c.xhat[i * c.c + j];
+        m /= c.B;
+        for (int i = 0; i < c.B; i++) v += (c.xhat[i * c.c + j] - m) * (c.xhat[i * c.c + j] - m);
+        assert_true(fabs(m) < 1e-5);
+        assert_true(v / c.B > 0.99 && v / c.B <= 1.0 + 1e-5);
+    }
+    bn_layer_free(&c.l);
+    free(c.x), free(c.y), free(c.xhat), free(c.inv_std), free(c.gamma), free(c.beta), free(c.rm), free(c.rv);
+    free(c.r), free(dx), free(dg), free(dbeta);
+}
+
+static void test_batchnorm_running_stats(void **state) {
+    (void)state;
+    /* one step from r = (0, 1) with momentum 0.9 on x = {1, 2, 3, 6}: mean 3, unbiased var 14/3 */
+    bn_layer l;
+    bn_layer_init(&l, 1, 1e-3f, 0.9f, 0);
+    float x[4] = {1, 2, 3, 6}, y[4], xhat[4], inv_std[1], gamma[1] = {1}, beta[1] = {0}, rm[1] = {0}, rv[1] = {1};
+    bn_forward_train(&l, y, xhat, inv_std, x, gamma, beta, rm, rv, 4);
+    assert_float_equal(rm[0], 0.1f * 3.0f, 1e-6);
+    assert_float_equal(rv[0], 0.9f + 0.1f * 14.0f / 3.0f, 1e-6);
+    assert_float_equal(inv_std[0], 1.0 / sqrt(3.5 + 1e-3), 1e-6);
+    bn_layer_free(&l);
+}
+
+typedef struct {
+    float *logits;
+    uint8_t *labels;
+    int B, k;
+} xent_ctx;
+
+static double xent_loss(void *p) {
+    xent_ctx *c = p;
+    long correct = 0;
+    return softmax_xent(NULL, c->logits, c->labels, c->B, c->k, 0, &correct);
+}
+
+static void test_softmax_xent(void **state) {
+    (void)state;
+    xent_ctx c = {.B = 5, .k = 10};
+    c.logits = random_floats(50, 3);
+    uint8_t labels[5] = {0, 3, 9, 9, 4};
+    c.labels = labels;
+    float *d = bn_alloc_floats(50);
+    long correct = 0;
+    softmax_xent(d, c.logits, labels, c.B, c.k, 1.0f, &correct);
+    for (size_t i = 0; i < 50; i++) assert_grad_close(d[i], numeric_grad(&c.logits[i], xent_loss, &c, 1e-2f), "dz", i);
+    /* stable for huge logits: loss of a confident right answer is ~0, wrong is the margin */
+    float big[20] = {0};
+    big[3] = 1e4f;
+    big[10 + 7] = 1e4f;
+    uint8_t lab[2] = {3, 2};
+    correct = 0;
+    double loss = softmax_xent(NULL, big, lab, 2, 10, 0, &correct);
+    assert_true(isfinite(loss));
+    assert_float_equal(loss, 1e4, 1e-3);
+    assert_int_equal(correct, 1);
+    free(c.logits), free(d);
+}
+
+/* The whole MLP: analytic gradients of the mean loss against central
+ * differences, for every BN placement (local statistics, one rank). */
+typedef struct {
+    mlp m;
+    uint8_t labels[8];
+    int B;
+} mlp_ctx;
+
+static double mlp_loss(void *p) {
+    mlp_ctx *c = p;
+    long correct = 0;
+    return softmax_xent(NULL, mlp_forward_train(&c->m, c->B), c->labels, c->B, MLP_OUT, 0, &correct) / c->B;
+}
+
+static void check_mlp_gradient(int bn, int place) {
+    bn_config cfg = {0};
+    cfg.n_hidden = 2;
+    cfg.hidden_sizes[0] = 6;
+    cfg.hidden_sizes[1] = 5;
+    cfg.bn = bn;
+    cfg.bn_place = place;
+    cfg.bn_eps = 1e-3;
+    cfg.bn_momentum = 0.99;
+    mlp_ctx c = {.B = 8};
+    mlp_init(&c.m, &cfg, c.B);
+    mlp_init_params(&c.m, 7);
+    for (size_t i = 0; i < (size_t)c.B * MLP_IN; i++) c.m.x[i] = rng_uniform_sym(&rng, 1);
+    for (int i = 0; i < c.B; i++) c.labels[i] = (uint8_t)rng_below(&rng, 10);
+    /* gamma and beta away from 1 and 0 so their gradients are exercised */
+    for (int i = 0; i < c.m.n_views; i++)
+        if (strstr(c.m.views[i].name, "gamma") || strstr(c.m.views[i].name, "beta"))
+            for (size_t j = 0; j < c.m.views[i].count; j++) mlp_param(&c.m, i)[j] += rng_uniform_sym(&rng, 0.5f);
+    long correct = 0;
+    memset(c.m.grads, 0, sizeof(float) * c.m.n_params);
+    softmax_xent(c.m.dbuf[0], mlp_forward_train(&c.m, c.B), c.labels, c.B, MLP_OUT, 1.0f / c.B, &correct);
+    mlp_backward(&c.m, c.B);
+    float *analytic = bn_alloc_floats(c.m.n_params);
+    memcpy(analytic, c.m.grads, sizeof(float) * c.m.n_params);
+    /* every tensor: a few entries each (dense0.W has 4704; every 20th is
+     * enough, the rest take the same code path). ReLU kinks make a central
+     * difference meaningless where a step crosses one: such points show as
+     * a difference that changes with the step size, and are skipped. */
+    int checked = 0, skipped = 0;
+    for (int v = 0; v < c.m.n_views; v++) {
+        const mlp_view *view = &c.m.views[v];
+        if (view->buffer != VIEW_PARAM) continue;
+        for (size_t j = 0; j < view->count; j += view->count > 64 ? view->count / 20 : 1) {
+            float *p = mlp_param(&c.m, v) + j;
+            double n1 = numeric_grad(p, mlp_loss, &c, 4e-3f), n2 = numeric_grad(p, mlp_loss, &c, 2e-3f);
+            checked++;
+            if (fabs(n1 - n2) > 0.01 * fmax(fabs(n1), fabs(n2)) + 1e-4) {
+                skipped++;
+                continue;
+            }
+            assert_grad_close(analytic[view->offset + j], n2, view->name, j);
+        }
+    }
+    print_message("%d entries checked, %d skipped at ReLU kinks\n", checked, skipped);
+    assert_true(checked > 100);
+    assert_true(skipped * 10 <= checked);
+    free(analytic);
+    mlp_free(&c.m);
+}
+
+static void test_mlp_gradient_no_bn(void **s) { (void)s; check_mlp_gradient(BN_NONE, BN_AFTER_RELU); }
+static void test_mlp_gradient_bn_after(void **s) { (void)s; check_mlp_gradient(BN_LOCAL, BN_AFTER_RELU); }
+static void test_mlp_gradient_bn_before(void **s) { (void)s; check_mlp_gradient(BN_LOCAL, BN_BEFORE_RELU); }
+
+int main(int argc, char **argv) {
+    comm_init(&argc, &argv);
+    rng_seed(&rng, 12345, 99, 0);
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_dense_matches_reference), cmocka_unit_test(test_dense_gradient),
+        cmocka_unit_test(test_batchnorm_gradient),      cmocka_unit_test(test_batchnorm_running_stats),
+        cmocka_unit_test(test_softmax_xent),            cmocka_unit_test(test_mlp_gradient_no_bn),
+        cmocka_unit_test(test_mlp_gradient_bn_after),   cmocka_unit_test(test_mlp_gradient_bn_before),
+    };
+    int failed = cmocka_run_group_tests(tests, NULL, NULL);
+    comm_exit(failed ? 1 : 0, NULL);
+}

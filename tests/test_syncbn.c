@@ -1,0 +1,150 @@
+/* test_syncbn.c: sync BN over P ranks at local batch b equals BN over one
+ * batch of P*b (outputs, input gradients, running statistics), on data whose
+ * mean is ~1000x its standard deviation. Also: local-mode evaluation
+ * statistics combine the ranks' running statistics by the law of total
+ * variance and come out identical on every rank. Run under mpiexec -n 2 / 4. */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "bnmpi/batchnorm.h"
+#include "bnmpi/comm.h"
+#include "bnmpi/mlp.h"
+#include "bnmpi/rng.h"
+
+enum { LOCAL_B = 16, C = 24 };
+
+static double rel_diff(const float *a, const float *b, size_t n) {
+    double d = 0, s = 0;
+    for (size_t i = 0; i < n; i++) {
+        d = fmax(d, fabs((double)a[i] - b[i]));
+        s = fmax(s, fabs((double)b[i]));
+    }
+    return s > 0 ? d / s : d;
+}
+
+/* Every rank builds the same global batch: channel j ~ 1000*(j+1) + U(-1.7, 1.7). */
+static void make_batch(float *x, float *dy, float *gamma, float *beta, int n) {
+    bn_rng r;
+    rng_seed(&r, 2024, 7, 0);
+    for (int i = 0; i < n; i++)
+        for (int j = 0; j < C; j++) {
+            x[i * C + j] = 1000.0f * (float)(j + 1) + rng_uniform_sym(&r, 1.7f);
+            dy[i * C + j] = rng_uniform_sym(&r, 1.0f);
+        }
+    for (int j = 0; j < C; j++) {
+        gamma[j] = 1.0f + rng_uniform_sym(&r, 0.5f);
+        beta[j] = rng_uniform_sym(&r, 0.5f);
+    }
+}
+
+static void test_sync_equals_one_big_batch(void **state) {
+    (void)state;
+    const int P = comm_size(), rank = comm_rank(), N = P * LOCAL_B;
+    float *x = bn_alloc_floats((size_t)N * C), *dy = bn_alloc_floats((size_t)N * C);
+    float gamma[C], beta[C];
+    make_batch(x, dy, gamma, beta, N);
+
+    /* reference: one rank's view of the whole batch, no communication */
+    bn_layer ref;
+    bn_layer_init(&ref, C, 1e-3f, 0.9f, 0);
+    float *y_ref = bn_alloc_floats((size_t)N * C), *h_ref = bn_alloc_floats((size_t)N * C);
+    float *dx_ref = bn_alloc_floats((size_t)N * C), inv_ref[C], rm_ref[C] = {0}, rv_ref[C];
+    float dg_ref[C] = {0}, db_ref[C] = {0};
+    for (int j = 0; j < C; j++) rv_ref[j] = 1;
+    bn_forward_train(&ref, y_ref, h_ref, inv_ref, x, gamma, beta, rm_ref, rv_ref, N);
+    bn_backward(&ref, dx_ref, dg_ref, db_ref, dy, h_ref, inv_ref, gamma, N);
+
+    /* sync: this rank's slice only */
+    bn_err e;
+    assert_int_equal(comm_set_bn_group(P, &e), BN_OK);
+    bn_layer syn;
+    bn_layer_init(&syn, C, 1e-3f, 0.9f, 1);
+    const size_t off = (size_t)rank * LOCAL_B * C, n = (size_t)LOCAL_B * C;
+    float *y = bn_alloc_floats(n), *h = bn_alloc_floats(n), *dx = bn_alloc_floats(n);
+    float inv[C], rm[C] = {0}, rv[C], dg[C] = {0}, db[C] = {0};
+    for (int j = 0; j < C; j++) rv[j] = 1;
+    bn_forward_train(&syn, y, h, inv, x + off, gamma, beta, rm, rv, LOCAL_B);
+    bn_backward(&syn, dx, dg, db, dy + off, h, inv, gamma, LOCAL_B);
+
+    double ey = rel_diff(y, y_ref + off, n), edx = rel_diff(dx, dx_ref + off, n);
+    print_message("P=%d: outputs rel %.2e, input gradients rel %.2e\n", P, ey, edx);
+    assert_true(ey <= 1e-5);
+    assert_true(edx <= 1e-5);
+    assert_true(rel_diff(rm, rm_ref, C) <= 1e-6);
+    assert_true(rel_diff(rv, rv_ref, C) <= 1e-5);
+    assert_true(rel_diff(inv, inv_ref, C) <= 1e-5);
+
+    /* dgamma and dbeta are this rank's partial sums; summed they are the whole batch's */
+    float sums[2 * C];
+    memcpy(sums, dg, sizeof dg);
+    memcpy(sums + C, db, sizeof db);
+    comm_allreduce_sum_f32(sums, 2 * C, COMM_WORLD_GROUP, T_BN_COMM);
+    assert_true(rel_diff(sums, dg_ref, C) <= 1e-4);
+    assert_true(rel_diff(sums + C, db_ref, C) <= 1e-4);
+
+    /* the data is hard on purpose: a float E[x^2]-E[x]^2 gets the variance badly wrong */
+    float s1 = 0, s2 = 0;
+    for (int i = 0; i < N; i++) {
+        s1 += x[i * C + C - 1];
+        s2 += x[i * C + C - 1] * x[i * C + C - 1];
+    }
+    double naive = s2 / N - (s1 / N) * (s1 / N), exact = 1.0 / ((double)inv_ref[C - 1] * inv_ref[C - 1]) - 1e-3;
+    assert_true(fabs(naive - exact) > 0.1 * exact);
+
+    assert_int_equal(comm_set_bn_group(1, &e), BN_OK);
+    bn_layer_free(&ref);
+    bn_layer_free(&syn);
+    free(x), free(dy), free(y_ref), free(h_ref), free(dx_ref), free(y), free(h), free(dx);
+}
+
+static void test_local_eval_statistics(void **state) {
+    (void)state;
+    const int P = comm_size(), rank = comm_rank();
+    bn_config cfg = {0};
+    cfg.n_hidden = 1;
+    cfg.hidden_sizes[0] = 3;
+    cfg.bn = BN_LOCAL;
+    cfg.bn_eps = 1e-3;
+    cfg.bn_momentum = 0.99;
+    mlp m;
+    mlp_init(&m, &cfg, 4);
+    float *mean = mlp_param(&m, m.rmean[0]), *var = mlp_param(&m, m.rvar[0]);
+    /* rank r holds means r + j and variances 1 + r */
+    for (int j = 0; j < 3; j++) {
+        mean[j] = (float)(rank + j);
+        var[j] = (float)(1 + rank);
+    }
+    mlp_prepare_eval(&m);
+    const float *em = m.eval_state + m.views[m.rmean[0]].offset, *ev = m.eval_state + m.views[m.rvar[0]].offset;
+    /* mean of r+j over r = (P-1)/2 + j; mean variance (P+1)/2 plus the variance of 0..P-1, (P^2-1)/12 */
+    for (int j = 0; j < 3; j++) {
+        assert_float_equal(em[j], (P - 1) / 2.0 + j, 1e-6);
+        assert_float_equal(ev[j], (P + 1) / 2.0 + (P * P - 1) / 12.0, 1e-5);
+    }
+    /* bit-identical everywhere: the largest and the smallest over ranks agree */
+    for (int j = 0; j < 3; j++) {
+        assert_true(comm_max_f64(em[j]) == -comm_max_f64(-em[j]));
+        assert_true(comm_max_f64(ev[j]) == -comm_max_f64(-ev[j]));
+    }
+    mlp_free(&m);
+}
+
+int main(int argc, char **argv) {
+    comm_init(&argc, &argv);
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_sync_equals_one_big_batch),
+        cmocka_unit_test(test_local_eval_statistics),
+    };
+    /* every rank runs the tests (they are collective); rank 0 reports */
+    if (comm_rank() != 0) cmocka_set_message_output(CM_OUTPUT_SUBUNIT);
+    int failed = cmocka_run_group_tests(tests, NULL, NULL);
+    double any = comm_max_f64(failed);
+    comm_exit(any > 0 ? 1 : 0, NULL);
+}
