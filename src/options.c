@@ -33,7 +33,7 @@ static const opt_def table[] = {
      "folder holding the four IDX files under their original names, plain or .gz "
      "(default: $BNMPI_DATA, then the data fetched by tools/setup.sh)"},
     {NULL, "dataset", K_CHOICE, F(dataset), 0, "mnist", "NAME", "mnist|fashion", 0, 0, 0, 0,
-     "mnist, or fashion (Debian's dataset-fashion-mnist in /usr/share/datasets/fashion-mnist)"},
+     "MNIST, or Fashion-MNIST from Debian's dataset-fashion-mnist (/usr/share/datasets/fashion-mnist)"},
     {NULL, "val-fraction", K_DOUBLE, F(val_fraction), 0, "0.2", "F", NULL, 0, 0.9, 0, 0,
      "share of the 60000 training images held out for validation"},
     {NULL, "split-seed", K_INT, F(split_seed), 0, "42", "N", NULL, 0, 2147483647, 0, 0,
@@ -44,7 +44,7 @@ static const opt_def table[] = {
     {"Model", "hidden", K_STRING, F(hidden), S(hidden), "256", "LIST", NULL, 0, 0, 0, 0,
      "hidden layer widths, e.g. 256 or 512,256 (input 784, output 10)"},
     {NULL, "bn", K_CHOICE, F(bn), 0, "sync", "MODE", "none|local|sync", 0, 0, 0, 0,
-     "batch norm on every hidden layer: none, local (per-rank statistics) or sync (global batch)"},
+     "batch norm on every hidden layer: none, local (each rank's own batch statistics) or sync (statistics over the global batch)"},
     {NULL, "bn-place", K_CHOICE, F(bn_place), 0, "after", "WHERE", "before|after", 0, 0, 0, 0,
      "BN before the ReLU (Ioffe & Szegedy) or after it (the notebook)"},
     {NULL, "bn-momentum", K_DOUBLE, F(bn_momentum), 0, "0.99", "M", NULL, 0, 1, 0, 0,
@@ -55,13 +55,13 @@ static const opt_def table[] = {
     {"Training", "epochs", K_INT, F(epochs), 0, "10", "N", NULL, 1, 100000, 0, 0,
      "number of epochs"},
     {NULL, "batch", K_INT, F(batch), 0, "auto", "N", NULL, 1, 1 << 20, 0, 1,
-     "samples per rank per step (default 32, or global-batch / ranks)"},
+     "samples per rank per step; auto: global-batch / ranks, or 32"},
     {NULL, "global-batch", K_INT, F(global_batch), 0, "auto", "N", NULL, 1, 1 << 24, 0, 1,
-     "samples per step over all ranks; must divide by the number of ranks"},
+     "samples per step over all ranks; must divide by the number of ranks; auto: batch x ranks"},
     {NULL, "optimizer", K_CHOICE, F(optimizer), 0, "adam", "NAME", "adam|sgd", 0, 0, 0, 0,
-     "adam (Keras defaults) or sgd"},
+     "Adam with Keras defaults, or SGD (with --momentum, --nesterov, --weight-decay)"},
     {NULL, "lr", K_DOUBLE, F(lr), 0, "auto", "LR", NULL, 0, 1e9, 1, 1,
-     "learning rate (default 0.001 for adam, 0.01 for sgd: Keras defaults)"},
+     "learning rate; auto: 0.001 for adam, 0.01 for sgd (Keras defaults)"},
     {NULL, "beta1", K_DOUBLE, F(beta1), 0, "0.9", "B", NULL, 0, 1, 0, 0, "Adam beta1"},
     {NULL, "beta2", K_DOUBLE, F(beta2), 0, "0.999", "B", NULL, 0, 1, 0, 0, "Adam beta2"},
     {NULL, "adam-eps", K_DOUBLE, F(adam_eps), 0, "1e-7", "E", NULL, 0, 1, 1, 0,
@@ -81,7 +81,7 @@ static const opt_def table[] = {
     {NULL, "force", K_FLAG, F(force), 0, "0", NULL, NULL, 0, 0, 0, 0,
      "overwrite an existing --metrics file"},
     {NULL, "threads", K_INT, F(threads), 0, "auto", "N", NULL, 1, 1024, 0, 1,
-     "OpenBLAS threads per rank (default: usable cores / ranks on the node, at least 1)"},
+     "OpenBLAS threads per rank; auto: the cores this rank may use, shared among the ranks on its node, at least 1"},
     {NULL, "quiet", K_FLAG, F(quiet), 0, "0", NULL, NULL, 0, 0, 0, 0,
      "print only errors and the final summary"},
 };
@@ -206,11 +206,14 @@ parse_result options_parse(bn_config *c, int argc, char **argv, int print, bn_er
             return PARSE_EXIT_OK;
         }
         if (id == '?' || id == ':') {
+            /* getopt_long reports an unknown flag and a missing value alike */
             const char *bad = argv[optind - 1];
-            if (optopt >= 0 && optopt < N_OPTS)
-                bn_fail(e, "--%s: expects a value (%s)", table[optopt].name, table[optopt].meta);
-            else
-                bn_fail(e, "unknown option '%s' (see bnmpi --help)", bad);
+            for (int i = 0; i < N_OPTS; i++)
+                if (strncmp(bad, "--", 2) == 0 && strcmp(bad + 2, table[i].name) == 0) {
+                    bn_fail(e, "--%s: expects a value (%s)", table[i].name, table[i].meta);
+                    return PARSE_ERROR;
+                }
+            bn_fail(e, "unknown option '%s' (see bnmpi --help)", bad);
             return PARSE_ERROR;
         }
         if (set_value(c, &table[id], table[id].kind == K_FLAG ? "1" : optarg, e) != BN_OK)
@@ -321,14 +324,29 @@ void options_print(const bn_config *c, FILE *f) {
     fprintf(f, "\n");
 }
 
-static void arg_text(const opt_def *o, char *buf, size_t n) {
+static void arg_text(const opt_def *o, char *buf, size_t n, int choices_inline) {
     if (o->kind == K_FLAG) snprintf(buf, n, "--%s", o->name);
-    else snprintf(buf, n, "--%s %s", o->name, o->meta);
+    else snprintf(buf, n, "--%s %s", o->name, choices_inline && o->choices ? o->choices : o->meta);
 }
 
-static const char *default_text(const opt_def *o) {
-    if (o->kind == K_FLAG) return "off";
-    return o->def[0] ? o->def : "see text";
+/* Prints text word-wrapped to 79 columns, continuation lines indented by indent. */
+static void print_wrapped(FILE *f, const char *text, int col, int indent) {
+    const char *p = text;
+    while (*p) {
+        size_t word = strcspn(p, " ");
+        if (col > indent && col + 1 + (int)word > 79) {
+            fprintf(f, "\n%*s", indent, "");
+            col = indent;
+        } else if (col > indent) {
+            fputc(' ', f);
+            col++;
+        }
+        fprintf(f, "%.*s", (int)word, p);
+        col += (int)word;
+        p += word;
+        while (*p == ' ') p++;
+    }
+    fputc('\n', f);
 }
 
 void options_help(FILE *f) {
@@ -338,12 +356,15 @@ void options_help(FILE *f) {
             "statistics) or sync (statistics over the global batch). Metrics go to HDF5.\n");
     for (int i = 0; i < N_OPTS; i++) {
         const opt_def *o = &table[i];
-        char arg[64];
+        char arg[64], text[512];
         if (o->section) fprintf(f, "\n%s:\n", o->section);
-        arg_text(o, arg, sizeof arg);
-        fprintf(f, "  %-22s %s", arg, o->help);
-        if (o->choices) fprintf(f, " [%s]", o->choices);
-        fprintf(f, " (default: %s)\n", default_text(o));
+        arg_text(o, arg, sizeof arg, 1);
+        if (o->kind == K_FLAG || !o->def[0]) snprintf(text, sizeof text, "%s", o->help);
+        else snprintf(text, sizeof text, "%s [default: %s]", o->help, o->def);
+        int col = 25;
+        if (strlen(arg) > 22) fprintf(f, "  %s\n%25s", arg, "");
+        else fprintf(f, "  %-22s ", arg);
+        print_wrapped(f, text, col, 25);
     }
     fprintf(f,
             "\nOther:\n"
@@ -359,9 +380,15 @@ void options_help_markdown(FILE *f) {
     fprintf(f, "| option | default | meaning |\n|---|---|---|\n");
     for (int i = 0; i < N_OPTS; i++) {
         const opt_def *o = &table[i];
-        char arg[64];
-        arg_text(o, arg, sizeof arg);
-        fprintf(f, "| `%s` | %s | %s%s%s%s |\n", arg, default_text(o), o->help,
-                o->choices ? " (`" : "", o->choices ? o->choices : "", o->choices ? "`)" : "");
+        char arg[64], choices[128] = "";
+        arg_text(o, arg, sizeof arg, 0);
+        if (o->choices) {
+            size_t k = (size_t)snprintf(choices, sizeof choices, "; one of `");
+            for (const char *p = o->choices; *p && k + 4 < sizeof choices; p++)
+                k += (size_t)snprintf(choices + k, sizeof choices - k, "%s", *p == '|' ? "`, `" : (char[]){*p, 0});
+            snprintf(choices + k, sizeof choices - k, "`");
+        }
+        fprintf(f, "| `%s` | %s | %s%s |\n", arg, o->kind == K_FLAG ? "off" : o->def[0] ? o->def : "-", o->help,
+                choices);
     }
 }
