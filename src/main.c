@@ -193,10 +193,12 @@ int main(int argc, char **argv) {
 
     t.threads = threads_policy(c->threads, comm_node_size());
     threads_apply(t.threads);
+    c->threads = t.threads; /* the configuration shows and records what is used */
     t.show = t.rank == 0 && !c->quiet;
     t.progress = t.show && stdout_is_terminal();
 
     check(dataset_load(&t.data, c, &e), &e, EXIT_RUNTIME);
+    snprintf(c->data, sizeof c->data, "%s", t.data.dir);
     if (t.data.n_train < c->global_batch)
         comm_exit(EXIT_USAGE, (snprintf(e.msg, sizeof e.msg,
                                         "--global-batch %d exceeds the %d training samples (%d ranks x --batch %d)",
@@ -213,7 +215,8 @@ int main(int argc, char **argv) {
         status = c->metrics[0] ? (snprintf(path, sizeof path, "%s", c->metrics), BN_OK)
                                : metrics_default_path(c, path, sizeof path, &e);
         if (status == BN_OK) status = metrics_create(&t.metrics, path, c->force, &e);
-        run_facts f = {t.threads, t.data.dir, mpi_lib, host, start,
+        if (status == BN_OK) snprintf(c->metrics, sizeof c->metrics, "%s", path);
+        run_facts f = {mpi_lib, host, start,
                        {t.data.train_images.sha256, t.data.train_labels.sha256, t.data.test_images.sha256,
                         t.data.test_labels.sha256}};
         if (status == BN_OK) status = metrics_write_config(&t.metrics, c, &f, &e);

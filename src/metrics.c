@@ -34,6 +34,32 @@ static int file_exists(const char *path) {
     return stat(path, &st) == 0;
 }
 
+/* Scalar attributes, so that h5py reads a number, not a one-element array. */
+static int attr_scalar(hid_t loc, const char *name, hid_t type, const void *value) {
+    hid_t space = H5Screate(H5S_SCALAR);
+    if (H5Aexists(loc, name) > 0) H5Adelete(loc, name);
+    hid_t a = H5Acreate2(loc, name, type, space, H5P_DEFAULT, H5P_DEFAULT);
+    int rc = a < 0 ? -1 : H5Awrite(a, type, value);
+    if (a >= 0) H5Aclose(a);
+    H5Sclose(space);
+    return rc;
+}
+static int attr_int(hid_t loc, const char *name, long long v) {
+    return attr_scalar(loc, name, H5T_NATIVE_LLONG, &v);
+}
+static int attr_double(hid_t loc, const char *name, double v) {
+    return attr_scalar(loc, name, H5T_NATIVE_DOUBLE, &v);
+}
+/* Variable-length UTF-8, which h5py reads as str (fixed-length reads as bytes). */
+static int attr_string(hid_t loc, const char *name, const char *v) {
+    hid_t type = H5Tcopy(H5T_C_S1);
+    H5Tset_size(type, H5T_VARIABLE);
+    H5Tset_cset(type, H5T_CSET_UTF8);
+    int rc = attr_scalar(loc, name, type, &v);
+    H5Tclose(type);
+    return rc;
+}
+
 int metrics_default_path(const bn_config *c, char *out, size_t n, bn_err *e) {
     if (mkdir("runs", 0777) != 0 && errno != EEXIST)
         return bn_fail(e, "cannot create directory runs/ for the metrics file: %s (pass --metrics PATH)",
@@ -73,21 +99,9 @@ int metrics_create(metrics_file *m, const char *path, int force, bn_err *e) {
     hid_t f = H5Fcreate(path, force ? H5F_ACC_TRUNC : H5F_ACC_EXCL, H5P_DEFAULT, H5P_DEFAULT);
     if (f < 0) return bn_fail(e, "--metrics %s: cannot create the HDF5 file", path);
     m->file = f;
-    int version = METRICS_FORMAT_VERSION;
-    if (H5LTset_attribute_string(f, "/", "format", METRICS_FORMAT) < 0 ||
-        H5LTset_attribute_int(f, "/", "format_version", &version, 1) < 0)
+    if (attr_string(f, "format", METRICS_FORMAT) < 0 || attr_int(f, "format_version", METRICS_FORMAT_VERSION) < 0)
         return bn_fail(e, "%s: cannot write the root attributes", path);
     return BN_OK;
-}
-
-static int attr_int(hid_t loc, const char *name, long long v) {
-    return H5LTset_attribute_long_long(loc, ".", name, &v, 1);
-}
-static int attr_double(hid_t loc, const char *name, double v) {
-    return H5LTset_attribute_double(loc, ".", name, &v, 1);
-}
-static int attr_string(hid_t loc, const char *name, const char *v) {
-    return H5LTset_attribute_string(loc, ".", name, v);
 }
 
 int metrics_write_config(metrics_file *m, const bn_config *c, const run_facts *f, bn_err *e) {
@@ -109,8 +123,6 @@ int metrics_write_config(metrics_file *m, const bn_config *c, const run_facts *f
     bad |= attr_int(g, "local_batch", c->batch) < 0;
     bad |= attr_int(g, "global_batch", c->global_batch) < 0;
     bad |= attr_int(g, "bn_batch", c->bn_batch) < 0;
-    bad |= attr_int(g, "threads", f->threads) < 0;
-    bad |= attr_string(g, "data_dir", f->data_dir) < 0;
     bad |= attr_string(g, "bnmpi_version", BNMPI_VERSION) < 0;
     bad |= attr_string(g, "mpi_library", f->mpi_library) < 0;
     bad |= attr_string(g, "hostname", f->hostname) < 0;

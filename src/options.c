@@ -278,6 +278,7 @@ void options_value(const bn_config *c, int i, opt_value *v) {
     const opt_def *o = &table[i];
     const char *p = (const char *)c + o->offset;
     v->name = o->name;
+    v->kind = OV_INT;
     v->i = 0;
     v->d = 0;
     v->s = NULL;

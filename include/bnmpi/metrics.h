@@ -2,9 +2,10 @@
  *
  * Layout (format "bnmpi-metrics", format_version 1):
  *   /            attrs format, format_version
- *   /config      one attribute per option (dashes become underscores) plus
- *                n_ranks, local_batch, global_batch, bn_batch, threads,
- *                data_dir, bnmpi_version, mpi_library, hostname, start_time,
+ *   /config      one attribute per option as resolved (dashes become
+ *                underscores: data is the folder used, threads the count
+ *                used, metrics this file's path) plus n_ranks, local_batch,
+ *                global_batch, bn_batch, bnmpi_version, mpi_library, hostname, start_time,
  *                slurm_job_id (when set), <file>_sha256 for the four IDX files
  *   /epochs      table: epoch, train_loss, train_acc, val_loss, val_acc, lr,
  *                time_s, comm_s, samples_per_s  (one row per epoch)
@@ -50,8 +51,6 @@ int metrics_default_path(const bn_config *c, char *out, size_t n, bn_err *e);
 int metrics_create(metrics_file *m, const char *path, int force, bn_err *e);
 /* /config: the options plus the run's facts. */
 typedef struct {
-    int threads;
-    const char *data_dir;
     const char *mpi_library;
     const char *hostname;
     const char *start_time;     /* ISO 8601 */
