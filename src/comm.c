@@ -94,6 +94,18 @@ void comm_bcast_chars(char *buf, size_t n, int root) {
     MPI_Bcast(buf, count_or_die(n), MPI_CHAR, root, MPI_COMM_WORLD);
 }
 
+void comm_bcast_f64(double *buf, size_t n, int root) {
+    MPI_Bcast(buf, count_or_die(n), MPI_DOUBLE, root, MPI_COMM_WORLD);
+}
+
+void comm_bcast_i64(int64_t *buf, size_t n, int root) {
+    MPI_Bcast(buf, count_or_die(n), MPI_INT64_T, root, MPI_COMM_WORLD);
+}
+
+void comm_gather_f32(const float *send, size_t n, float *recv) {
+    MPI_Gather(send, count_or_die(n), MPI_FLOAT, recv, count_or_die(n), MPI_FLOAT, 0, MPI_COMM_WORLD);
+}
+
 /* MPI user op: inout <- merge(in, inout) for `len` records of 1 + 2c doubles.
  * mean = (na*ma + nb*mb)/n and m2 = m2a + m2b + d^2*na*nb/n with d = mb - ma:
  * every term is symmetric in a and b, so the result does not depend on the

@@ -1,68 +1,21 @@
-/* main.c: options -> comm -> data -> model -> [batch -> forward -> backward ->
- * allreduce -> step -> metrics] per epoch -> test. Errors found by library
- * code come back as values; this file turns them into one exit. */
+/* main.c: options -> comm -> data -> model -> (resume) -> train_run.
+ * Errors found by library code come back as values; this file turns them
+ * into one exit on every rank. */
 #define _GNU_SOURCE
-#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "bnmpi/comm.h"
-#include "bnmpi/dataset.h"
-#include "bnmpi/loss.h"
-#include "bnmpi/metrics.h"
-#include "bnmpi/mlp.h"
-#include "bnmpi/optim.h"
-#include "bnmpi/options.h"
-#include "bnmpi/sampler.h"
-#include "bnmpi/sha256.h"
 #include "bnmpi/threads.h"
-
-enum { EXIT_RUNTIME = 1, EXIT_USAGE = 2 };
-
-typedef struct {
-    bn_config cfg;
-    int rank, size, threads;
-    int show;             /* rank 0 and not --quiet */
-    int progress;         /* show and stdout is a terminal */
-    dataset data;
-    mlp model;
-    optimizer opt;
-    sampler samp;
-    uint8_t *labels;      /* (cap) labels of the current batch */
-    metrics_file metrics; /* rank 0 only */
-    step_row *steps;      /* (steps_per_epoch) rank 0's rows for this epoch */
-    long long global_step;
-} trainer;
+#include "bnmpi/train.h"
 
 /* Ends the run on every rank when any rank failed; status is agreed first. */
 static void check(int status, bn_err *e, int code) {
     if (comm_agree(status, e) != BN_OK) comm_exit(code, e->msg);
-}
-
-typedef struct {
-    double loss, acc;
-} eval_result;
-
-/* Mean loss and accuracy over rows[0..n), each rank taking a contiguous share. */
-static eval_result evaluate(trainer *t, const idx_array *images, const idx_array *labels, const int32_t *rows,
-                            int n) {
-    double t0 = bn_now();
-    mlp *m = &t->model;
-    const int lo = (int)((long long)n * t->rank / t->size), hi = (int)((long long)n * (t->rank + 1) / t->size);
-    double sums[2] = {0, 0}; /* loss sum, correct count */
-    for (int start = lo; start < hi; start += t->cfg.eval_batch) {
-        int B = BN_MIN(t->cfg.eval_batch, hi - start);
-        dataset_gather(m->x, t->labels, images, labels, rows + start, NULL, B);
-        long correct = 0;
-        sums[0] += softmax_xent(NULL, mlp_forward_eval(m, B), t->labels, B, MLP_OUT, 0.0f, &correct);
-        sums[1] += (double)correct;
-    }
-    comm_allreduce_sum_f64(sums, 2, COMM_WORLD_GROUP, T_EVAL);
-    bn_timers[T_EVAL] += bn_now() - t0;
-    return (eval_result){n ? sums[0] / n : NAN, n ? sums[1] / n : NAN};
 }
 
 /* mpirun hands its ranks a pseudo-terminal even when its own output goes to a
@@ -78,79 +31,7 @@ static int stdout_is_terminal(void) {
     return strncmp(target, "/dev/pts/", 9) == 0 || strncmp(target, "/dev/tty", 8) == 0;
 }
 
-static void progress_bar(const trainer *t, int epoch, int step, double loss) {
-    const int width = 30, total = t->samp.steps_per_epoch;
-    int filled = (int)((long long)width * step / total);
-    char bar[64];
-    for (int i = 0; i < width; i++) bar[i] = i < filled ? '#' : '.';
-    bar[width] = '\0';
-    printf("\r  epoch %d/%d [%s] %3d%% %d/%d loss %.4f", epoch, t->cfg.epochs, bar, 100 * step / total, step,
-           total, loss);
-    fflush(stdout);
-}
-
-/* One epoch of training; fills the training half of row. Returns BN_ERR with
- * e set on a non-finite loss (the same on every rank: it comes from the
- * allreduce). */
-static int train_epoch(trainer *t, int epoch, epoch_row *row, bn_err *e) {
-    mlp *m = &t->model;
-    const int b = t->cfg.batch, G = t->cfg.global_batch, steps = t->samp.steps_per_epoch;
-    const size_t n = m->n_params;
-    double last_progress = 0;
-    double loss_sum = 0, correct_sum = 0;
-    sampler_set_epoch(&t->samp, epoch);
-    for (int s = 0; s < steps; s++) {
-        dataset_gather(m->x, t->labels, &t->data.train_images, &t->data.train_labels, t->data.train_idx,
-                       sampler_batch(&t->samp, s), b);
-        memset(m->grads, 0, sizeof(float) * (n + MLP_GRAD_TAIL));
-        long correct = 0;
-        double loss = softmax_xent(m->dbuf[0], mlp_forward_train(m, b), t->labels, b, MLP_OUT, 1.0f / (float)G,
-                                   &correct);
-        m->grads[n] = (float)loss;
-        m->grads[n + 1] = (float)correct;
-        mlp_backward(m, b);
-        comm_allreduce_sum_f32(m->grads, n + MLP_GRAD_TAIL, COMM_WORLD_GROUP, T_GRAD_COMM);
-        const double step_loss = m->grads[n] / G, step_acc = m->grads[n + 1] / G;
-        t->global_step++;
-        if (!isfinite(step_loss))
-            return bn_fail(e, "non-finite loss at epoch %d, step %d (global step %lld); try a lower --lr", epoch,
-                           s + 1, t->global_step);
-        optim_step(&t->opt, m);
-        loss_sum += m->grads[n];
-        correct_sum += m->grads[n + 1];
-        if (t->rank == 0) t->steps[s] = (step_row){t->global_step, epoch, step_loss, step_acc, t->opt.lr};
-        if (t->progress && (bn_now() - last_progress > 0.2 || s + 1 == steps)) {
-            progress_bar(t, epoch, s + 1, step_loss);
-            last_progress = bn_now();
-        }
-    }
-    row->train_loss = loss_sum / ((double)steps * G);
-    row->train_acc = correct_sum / ((double)steps * G);
-    return BN_OK;
-}
-
-/* Every rank must hold the same parameters (same allreduce result, same
- * update). Checks that rank 0's digest is everyone's; digest out. */
-static int check_params_agree(const trainer *t, char digest[65], bn_err *e) {
-    sha256_ctx h;
-    sha256_init(&h);
-    sha256_update(&h, t->model.params, sizeof(float) * t->model.n_params);
-    sha256_final_hex(&h, digest);
-    char root[65];
-    memcpy(root, digest, 65);
-    comm_bcast_chars(root, 65, 0);
-    if (memcmp(root, digest, 65) != 0)
-        return bn_fail(e, "parameters on rank %d differ from rank 0's (sha256 %.12s vs %.12s)", t->rank, digest,
-                       root);
-    return BN_OK;
-}
-
-static void iso_time(char *out, size_t n) {
-    time_t now = time(NULL);
-    strftime(out, n, "%Y-%m-%dT%H:%M:%SZ", gmtime(&now));
-}
-
-static void print_header(const trainer *t, const char *mpi_lib) {
+static void print_header(const trainer *t) {
     const bn_config *c = &t->cfg;
     const dataset *d = &t->data;
     char arch[256];
@@ -158,7 +39,7 @@ static void print_header(const trainer *t, const char *mpi_lib) {
     for (int l = 0; l < c->n_hidden; l++) len += snprintf(arch + len, sizeof arch - len, "-%d", c->hidden_sizes[l]);
     snprintf(arch + len, sizeof arch - len, "-%d", MLP_OUT);
     printf("bnmpi %s: %d rank%s x %d OpenBLAS thread%s (%s), %s\n", BNMPI_VERSION, t->size, t->size > 1 ? "s" : "",
-           t->threads, t->threads > 1 ? "s" : "", threads_blas_core(), mpi_lib);
+           t->threads, t->threads > 1 ? "s" : "", threads_blas_core(), t->mpi_lib);
     printf("data: %s from %s: %d train, %d val, %d test\n", dataset_name(c->dataset), d->dir, d->n_train, d->n_val,
            d->n_test);
     printf("steps: %d per epoch of global batch %d (%d ranks x %d); the last %d samples of each shuffle are "
@@ -173,7 +54,25 @@ static void print_header(const trainer *t, const char *mpi_lib) {
                optimizer_name(c->optimizer), c->lr);
     options_print(c, stdout);
     printf("metrics: %s\n", t->metrics.path);
+    if (c->resume[0])
+        printf("resumed: %s at epoch %lld, step %lld (global step %lld)\n", c->resume, (long long)t->position[0],
+               (long long)t->position[1], (long long)t->position[2]);
     fflush(stdout);
+}
+
+static int file_exists(const char *path) {
+    struct stat st;
+    return stat(path, &st) == 0;
+}
+
+/* --resume: the checkpoint's configuration, with the command line's allowed
+ * changes. Returns the rank count the checkpoint was written at. */
+static int merge_resume_config(bn_config *c, char saved_sha[4][65], bn_err *e) {
+    bn_config saved;
+    int saved_ranks = 0;
+    if (checkpoint_read_config(c->resume, &saved, saved_sha, &saved_ranks, e) != BN_OK) comm_exit(EXIT_RUNTIME, e->msg);
+    if (options_merge_resume(c, &saved, e) != BN_OK) comm_exit(EXIT_USAGE, e->msg);
+    return saved_ranks;
 }
 
 int main(int argc, char **argv) {
@@ -188,7 +87,17 @@ int main(int argc, char **argv) {
     parse_result pr = options_parse(c, argc, argv, t.rank == 0, &e);
     if (pr == PARSE_EXIT_OK) comm_exit(0, NULL);
     if (pr == PARSE_ERROR) comm_exit(EXIT_USAGE, e.msg);
+    char saved_sha[4][65] = {{0}};
+    int saved_ranks = c->resume[0] ? merge_resume_config(c, saved_sha, &e) : 0;
+    const int saved_global_batch = c->global_batch;
     if (options_resolve(c, t.size, &e) != BN_OK) comm_exit(EXIT_USAGE, e.msg);
+    if (c->resume[0] && c->global_batch != saved_global_batch)
+        comm_exit(EXIT_USAGE, (snprintf(e.msg, sizeof e.msg,
+                                        "--resume %.400s: global batch %d at %d ranks differs from the checkpoint's %d; "
+                                        "pass --global-batch %d (or --batch %d)",
+                                        c->resume, c->global_batch, t.size, saved_global_batch, saved_global_batch,
+                                        saved_global_batch / t.size),
+                               e.msg));
     check(c->bn == BN_SYNC ? comm_set_bn_group(t.size, &e) : BN_OK, &e, EXIT_USAGE);
 
     t.threads = threads_policy(c->threads, comm_node_size());
@@ -204,86 +113,88 @@ int main(int argc, char **argv) {
                                         "--global-batch %d exceeds the %d training samples (%d ranks x --batch %d)",
                                         c->global_batch, t.data.n_train, t.size, c->batch),
                                e.msg));
+    const idx_array *files[4] = {&t.data.train_images, &t.data.train_labels, &t.data.test_images,
+                                 &t.data.test_labels};
+    for (int i = 0; i < 4 && c->resume[0]; i++)
+        if (saved_sha[i][0] && strcmp(saved_sha[i], files[i]->sha256) != 0)
+            comm_exit(EXIT_USAGE, (snprintf(e.msg, sizeof e.msg,
+                                            "--resume %.200s: the data in %.200s differs from the checkpoint's (%s %.12s, "
+                                            "expected %.12s)",
+                                            c->resume, t.data.dir, h5config_sha_names[i], files[i]->sha256,
+                                            saved_sha[i]),
+                                   e.msg));
 
-    char mpi_lib[256], host[256], start[32];
-    comm_library_version(mpi_lib, sizeof mpi_lib);
-    comm_processor_name(host, sizeof host);
-    iso_time(start, sizeof start);
-    int status = BN_OK;
-    if (t.rank == 0) {
-        char path[BN_PATH];
-        status = c->metrics[0] ? (snprintf(path, sizeof path, "%s", c->metrics), BN_OK)
-                               : metrics_default_path(c, path, sizeof path, &e);
-        if (status == BN_OK) status = metrics_create(&t.metrics, path, c->force, &e);
-        if (status == BN_OK) snprintf(c->metrics, sizeof c->metrics, "%s", path);
-        run_facts f = {mpi_lib, host, start,
-                       {t.data.train_images.sha256, t.data.train_labels.sha256, t.data.test_images.sha256,
-                        t.data.test_labels.sha256}};
-        if (status == BN_OK) status = metrics_write_config(&t.metrics, c, &f, &e);
-    }
-    check(status, &e, EXIT_RUNTIME);
+    comm_library_version(t.mpi_lib, sizeof t.mpi_lib);
+    comm_processor_name(t.host, sizeof t.host);
+    time_t now = time(NULL);
+    strftime(t.start_time, sizeof t.start_time, "%Y-%m-%dT%H:%M:%SZ", gmtime(&now));
+    t.facts = (run_facts){t.mpi_lib, t.host, t.start_time, {files[0]->sha256, files[1]->sha256, files[2]->sha256,
+                                                            files[3]->sha256}};
 
+    /* the model, optimizer and sampler, then the state list over them */
     const int cap = BN_MAX(c->batch, c->eval_batch);
     mlp_init(&t.model, c, cap);
-    if (t.rank == 0) mlp_init_params(&t.model, (uint64_t)c->seed);
-    comm_bcast_f32(t.model.params, t.model.n_params, 0);
-    comm_bcast_f32(t.model.state, t.model.n_state, 0);
     optim_init(&t.opt, c, t.model.n_params);
     sampler_init(&t.samp, t.data.n_train, c->global_batch, c->batch, t.rank, (uint64_t)c->seed);
     t.labels = bn_calloc((size_t)cap, 1);
-    t.steps = bn_calloc((size_t)t.samp.steps_per_epoch, sizeof(step_row));
-    if (t.show) print_header(&t, mpi_lib);
+    t.steps = bn_calloc((size_t)t.samp.steps_per_epoch * STEP_COLS, sizeof(double));
+    t.shuffle_seed = c->seed;
+    train_list_state(&t);
 
-    const double run_start = bn_now();
-    for (int epoch = 1; epoch <= c->epochs; epoch++) {
-        bn_timers_reset();
-        epoch_row row = {.epoch = epoch, .lr = c->lr};
-        const double t0 = bn_now();
-        status = train_epoch(&t, epoch, &row, &e);
-        if (status != BN_OK) {
-            if (t.progress) printf("\n");
-            if (t.rank == 0) metrics_close(&t.metrics);
-            comm_exit(EXIT_RUNTIME, e.msg);
-        }
-        const double train_s = bn_now() - t0;
-        mlp_prepare_eval(&t.model);
-        eval_result val = evaluate(&t, &t.data.train_images, &t.data.train_labels, t.data.val_idx, t.data.n_val);
-        row.val_loss = val.loss;
-        row.val_acc = val.acc;
-        row.time_s = bn_now() - t0;
-        row.comm_s = bn_timers[T_GRAD_COMM] + bn_timers[T_BN_COMM];
-        row.samples_per_s = (double)t.samp.steps_per_epoch * c->global_batch / train_s;
-        char digest[65];
-        check(check_params_agree(&t, digest, &e), &e, EXIT_RUNTIME);
-        if (t.rank == 0) status = metrics_append_epoch(&t.metrics, &row, t.steps, t.samp.steps_per_epoch, &e);
-        check(status, &e, EXIT_RUNTIME);
-        if (t.progress) printf("\r\033[K");
-        if (t.show) {
-            printf("epoch %*d/%d  loss %.4f acc %6.2f%%  val_loss %.4f val_acc %6.2f%%  %8.0f samples/s  %6.2f s "
-                   "(comm %4.1f%%)\n",
-                   c->epochs >= 10 ? 2 : 1, epoch, c->epochs, row.train_loss, 100 * row.train_acc, row.val_loss,
-                   100 * row.val_acc, row.samples_per_s, row.time_s, 100 * row.comm_s / row.time_s);
-            fflush(stdout);
-        }
+    if (c->resume[0]) {
+        check(checkpoint_load(c->resume, &t.state, saved_ranks, &e), &e, EXIT_RUNTIME);
+        if (t.rank == 0 && c->bn == BN_LOCAL && saved_ranks != t.size)
+            fprintf(stderr, "bnmpi: warning: resuming a --bn local run written at %d ranks on %d ranks: the BN batch "
+                            "changes from %d to %d samples, so this is not the same computation; BN running "
+                            "statistics are taken from rank (r mod %d)\n",
+                    saved_ranks, t.size, c->global_batch / saved_ranks, c->batch, saved_ranks);
+    } else {
+        if (t.rank == 0) mlp_init_params(&t.model, (uint64_t)c->seed);
+        comm_bcast_f32(t.model.params, t.model.n_params, 0);
+        comm_bcast_f32(t.model.state, t.model.n_state, 0);
+        t.position[0] = 1;
     }
-    const double total_s = bn_now() - run_start;
-    eval_result test = evaluate(&t, &t.data.test_images, &t.data.test_labels, t.data.test_idx, t.data.n_test);
-    char digest[65];
-    check(check_params_agree(&t, digest, &e), &e, EXIT_RUNTIME);
+
+    /* the metrics file and where checkpoints go; rank 0 decides, all agree */
+    int status = BN_OK;
     if (t.rank == 0) {
-        status = metrics_write_summary(&t.metrics, test.loss, test.acc, total_s, digest, &e);
-        metrics_close(&t.metrics);
+        char path[BN_PATH];
+        if (c->resume[0] && c->metrics[0] && file_exists(c->metrics)) {
+            const long long keep_steps = t.position[2] - t.position[1];
+            status = metrics_reopen(&t.metrics, c->metrics, (int)t.position[0] - 1, keep_steps, &e);
+        } else {
+            if (c->resume[0])
+                fprintf(stderr, "bnmpi: warning: the metrics file %s is gone; writing a new one\n", c->metrics);
+            status = c->metrics[0] && !c->resume[0]
+                         ? (snprintf(path, sizeof path, "%s", c->metrics), BN_OK)
+                         : metrics_default_path(c, path, sizeof path, &e);
+            if (status == BN_OK) status = metrics_create(&t.metrics, path, c->force, &e);
+            if (status == BN_OK) snprintf(c->metrics, sizeof c->metrics, "%s", path);
+            if (status == BN_OK) status = metrics_write_config(&t.metrics, c, &t.facts, &e);
+        }
+        if (status == BN_OK && c->checkpoint[0] && !c->resume[0] && file_exists(c->checkpoint) && !c->force)
+            status = bn_fail(&e, "--checkpoint %s: file exists; pass --resume %s to continue it, or --force to "
+                                 "start over",
+                             c->checkpoint, c->checkpoint);
+        if (status != BN_OK) metrics_close(&t.metrics);
     }
     check(status, &e, EXIT_RUNTIME);
-    if (t.rank == 0) {
-        printf("test: loss %.4f acc %.2f%%  (%d epochs in %.1f s)\n", test.loss, 100 * test.acc, c->epochs, total_s);
-        printf("metrics: %s\n", t.metrics.path);
+    comm_bcast_chars(c->metrics, sizeof c->metrics, 0);
+    /* a signal needs somewhere to save: beside the metrics file unless --checkpoint says */
+    if (c->checkpoint[0]) snprintf(t.checkpoint, sizeof t.checkpoint, "%s", c->checkpoint);
+    else {
+        size_t n = strlen(c->metrics);
+        int h5 = n > 3 && strcmp(c->metrics + n - 3, ".h5") == 0;
+        snprintf(t.checkpoint, sizeof t.checkpoint, "%.*s.ckpt.h5", (int)(h5 ? n - 3 : n), c->metrics);
     }
+    if (t.show) print_header(&t);
+
+    int code = train_run(&t);
     sampler_free(&t.samp);
     optim_free(&t.opt);
     mlp_free(&t.model);
     dataset_free(&t.data);
     free(t.labels);
     free(t.steps);
-    comm_exit(0, NULL);
+    comm_exit(code, NULL);
 }

@@ -2,6 +2,8 @@
 #define _GNU_SOURCE
 #include "bnmpi/metrics.h"
 
+#include "bnmpi/h5config.h"
+
 #include <errno.h>
 #include <hdf5.h>
 #include <hdf5_hl.h>
@@ -32,32 +34,6 @@ static const size_t step_sizes[STEP_FIELDS] = {sizeof(int64_t), sizeof(int32_t),
 static int file_exists(const char *path) {
     struct stat st;
     return stat(path, &st) == 0;
-}
-
-/* Scalar attributes, so that h5py reads a number, not a one-element array. */
-static int attr_scalar(hid_t loc, const char *name, hid_t type, const void *value) {
-    hid_t space = H5Screate(H5S_SCALAR);
-    if (H5Aexists(loc, name) > 0) H5Adelete(loc, name);
-    hid_t a = H5Acreate2(loc, name, type, space, H5P_DEFAULT, H5P_DEFAULT);
-    int rc = a < 0 ? -1 : H5Awrite(a, type, value);
-    if (a >= 0) H5Aclose(a);
-    H5Sclose(space);
-    return rc;
-}
-static int attr_int(hid_t loc, const char *name, long long v) {
-    return attr_scalar(loc, name, H5T_NATIVE_LLONG, &v);
-}
-static int attr_double(hid_t loc, const char *name, double v) {
-    return attr_scalar(loc, name, H5T_NATIVE_DOUBLE, &v);
-}
-/* Variable-length UTF-8, which h5py reads as str (fixed-length reads as bytes). */
-static int attr_string(hid_t loc, const char *name, const char *v) {
-    hid_t type = H5Tcopy(H5T_C_S1);
-    H5Tset_size(type, H5T_VARIABLE);
-    H5Tset_cset(type, H5T_CSET_UTF8);
-    int rc = attr_scalar(loc, name, type, &v);
-    H5Tclose(type);
-    return rc;
 }
 
 int metrics_default_path(const bn_config *c, char *out, size_t n, bn_err *e) {
@@ -99,41 +75,14 @@ int metrics_create(metrics_file *m, const char *path, int force, bn_err *e) {
     hid_t f = H5Fcreate(path, force ? H5F_ACC_TRUNC : H5F_ACC_EXCL, H5P_DEFAULT, H5P_DEFAULT);
     if (f < 0) return bn_fail(e, "--metrics %s: cannot create the HDF5 file", path);
     m->file = f;
-    if (attr_string(f, "format", METRICS_FORMAT) < 0 || attr_int(f, "format_version", METRICS_FORMAT_VERSION) < 0)
+    if (h5_attr_string(f, "format", METRICS_FORMAT) < 0 || h5_attr_int(f, "format_version", METRICS_FORMAT_VERSION) < 0)
         return bn_fail(e, "%s: cannot write the root attributes", path);
     return BN_OK;
 }
 
 int metrics_write_config(metrics_file *m, const bn_config *c, const run_facts *f, bn_err *e) {
-    hid_t g = H5Gcreate2(m->file, "config", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
-    if (g < 0) return bn_fail(e, "%s: cannot create /config", m->path);
-    int bad = 0;
-    for (int i = 0; i < options_count(); i++) {
-        opt_value v;
-        char name[64];
-        options_value(c, i, &v);
-        snprintf(name, sizeof name, "%s", v.name);
-        for (char *p = name; *p; p++)
-            if (*p == '-') *p = '_';
-        if (v.kind == OV_INT) bad |= attr_int(g, name, v.i) < 0;
-        else if (v.kind == OV_DOUBLE) bad |= attr_double(g, name, v.d) < 0;
-        else bad |= attr_string(g, name, v.s) < 0;
-    }
-    bad |= attr_int(g, "n_ranks", c->n_ranks) < 0;
-    bad |= attr_int(g, "local_batch", c->batch) < 0;
-    bad |= attr_int(g, "global_batch", c->global_batch) < 0;
-    bad |= attr_int(g, "bn_batch", c->bn_batch) < 0;
-    bad |= attr_string(g, "bnmpi_version", BNMPI_VERSION) < 0;
-    bad |= attr_string(g, "mpi_library", f->mpi_library) < 0;
-    bad |= attr_string(g, "hostname", f->hostname) < 0;
-    bad |= attr_string(g, "start_time", f->start_time) < 0;
-    const char *job = getenv("SLURM_JOB_ID");
-    if (job && job[0]) bad |= attr_string(g, "slurm_job_id", job) < 0;
-    static const char *sha_names[4] = {"train_images_sha256", "train_labels_sha256", "test_images_sha256",
-                                       "test_labels_sha256"};
-    for (int i = 0; i < 4; i++) bad |= attr_string(g, sha_names[i], f->sha256[i]) < 0;
-    H5Gclose(g);
-    if (bad) return bn_fail(e, "%s: cannot write /config attributes", m->path);
+    if (h5config_write(m->file, "config", c, f, e) != BN_OK)
+        return bn_fail(e, "%s: cannot write /config", m->path);
 
     hid_t epoch_types[EPOCH_FIELDS] = {H5T_NATIVE_INT32};
     for (int i = 1; i < EPOCH_FIELDS; i++) epoch_types[i] = H5T_NATIVE_DOUBLE;
@@ -148,11 +97,54 @@ int metrics_write_config(metrics_file *m, const bn_config *c, const run_facts *f
     return BN_OK;
 }
 
-int metrics_append_epoch(metrics_file *m, const epoch_row *row, const step_row *steps, int n_steps, bn_err *e) {
+int metrics_reopen(metrics_file *m, const char *path, int keep_epochs, long long keep_steps, bn_err *e) {
+    m->file = -1;
+    snprintf(m->path, sizeof m->path, "%s", path);
+    H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
+    if (H5Fis_hdf5(path) <= 0) return bn_fail(e, "--metrics %s: not an HDF5 file; cannot append to it", path);
+    hid_t f = H5Fopen(path, H5F_ACC_RDWR, H5P_DEFAULT);
+    if (f < 0) return bn_fail(e, "--metrics %s: cannot open it for appending", path);
+    m->file = f;
+    char format[64] = "";
+    h5_attr_read_string(f, "format", format, sizeof format);
+    if (strcmp(format, METRICS_FORMAT) != 0)
+        return bn_fail(e, "--metrics %s: not a bnmpi metrics file (format \"%s\")", path, format);
+    const char *tables[2] = {"epochs", "steps"};
+    const hsize_t keep[2] = {(hsize_t)keep_epochs, (hsize_t)keep_steps};
+    for (int i = 0; i < 2; i++) {
+        hid_t d = H5Dopen2(f, tables[i], H5P_DEFAULT);
+        if (d < 0) return bn_fail(e, "--metrics %s: no /%s table", path, tables[i]);
+        hid_t space = H5Dget_space(d);
+        hsize_t rows = 0;
+        H5Sget_simple_extent_dims(space, &rows, NULL);
+        H5Sclose(space);
+        int rc = 0;
+        if (rows < keep[i])
+            rc = bn_fail(e, "--metrics %s: /%s has %llu rows, the checkpoint needs %llu (another run's file?)",
+                         path, tables[i], (unsigned long long)rows, (unsigned long long)keep[i]);
+        else if (rows > keep[i] && H5Dset_extent(d, &keep[i]) < 0)
+            rc = bn_fail(e, "--metrics %s: cannot drop the rows of /%s after the checkpoint", path, tables[i]);
+        H5Dclose(d);
+        if (rc != 0) return BN_ERR;
+    }
+    if (H5Lexists(f, "summary", H5P_DEFAULT) > 0 && H5Ldelete(f, "summary", H5P_DEFAULT) < 0)
+        return bn_fail(e, "--metrics %s: cannot replace /summary", path);
+    if (H5Fflush(f, H5F_SCOPE_GLOBAL) < 0) return bn_fail(e, "%s: flush failed", path);
+    return BN_OK;
+}
+
+int metrics_append_steps(metrics_file *m, const step_row *steps, int n_steps, bn_err *e) {
     double t0 = bn_now();
     if (n_steps > 0 && H5TBappend_records(m->file, "steps", (hsize_t)n_steps, sizeof(step_row), step_offsets,
                                           step_sizes, steps) < 0)
         return bn_fail(e, "%s: cannot append to /steps", m->path);
+    if (H5Fflush(m->file, H5F_SCOPE_GLOBAL) < 0) return bn_fail(e, "%s: flush failed", m->path);
+    bn_timers[T_IO] += bn_now() - t0;
+    return BN_OK;
+}
+
+int metrics_append_epoch(metrics_file *m, const epoch_row *row, bn_err *e) {
+    double t0 = bn_now();
     if (H5TBappend_records(m->file, "epochs", 1, sizeof(epoch_row), epoch_offsets, epoch_sizes, row) < 0)
         return bn_fail(e, "%s: cannot append to /epochs", m->path);
     if (H5Fflush(m->file, H5F_SCOPE_GLOBAL) < 0) return bn_fail(e, "%s: flush failed", m->path);
@@ -164,10 +156,10 @@ int metrics_write_summary(metrics_file *m, double test_loss, double test_acc, do
                           const char *params_sha256, bn_err *e) {
     hid_t g = H5Gcreate2(m->file, "summary", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
     if (g < 0) return bn_fail(e, "%s: cannot create /summary", m->path);
-    int bad = attr_double(g, "test_loss", test_loss) < 0;
-    bad |= attr_double(g, "test_acc", test_acc) < 0;
-    bad |= attr_double(g, "total_time_s", total_time_s) < 0;
-    bad |= attr_string(g, "params_sha256", params_sha256) < 0;
+    int bad = h5_attr_double(g, "test_loss", test_loss) < 0;
+    bad |= h5_attr_double(g, "test_acc", test_acc) < 0;
+    bad |= h5_attr_double(g, "total_time_s", total_time_s) < 0;
+    bad |= h5_attr_string(g, "params_sha256", params_sha256) < 0;
     H5Gclose(g);
     if (bad || H5Fflush(m->file, H5F_SCOPE_GLOBAL) < 0) return bn_fail(e, "%s: cannot write /summary", m->path);
     return BN_OK;

@@ -23,7 +23,13 @@ typedef struct {
     int lo_open;           /* the range excludes lo */
     int auto_zero;         /* "auto" is accepted and stored as 0 */
     const char *help;
+    int resume;            /* RESUME_* flags: how the option behaves at --resume */
 } opt_def;
+
+enum {
+    RESUME_FREE = 1,    /* may differ from the checkpoint's value */
+    RESUME_DEFAULT = 2, /* when not given, the default rather than the checkpoint's value */
+};
 
 #define F(field) offsetof(bn_config, field)
 #define S(field) sizeof(((bn_config *)0)->field)
@@ -31,59 +37,68 @@ typedef struct {
 static const opt_def table[] = {
     {"Data", "data", K_STRING, F(data), S(data), "", "DIR", NULL, 0, 0, 0, 0,
      "folder holding the four IDX files under their original names, plain or .gz "
-     "(default: $BNMPI_DATA, then the data fetched by tools/setup.sh)"},
+     "(default: $BNMPI_DATA, then the data fetched by tools/setup.sh)", RESUME_FREE | RESUME_DEFAULT},
     {NULL, "dataset", K_CHOICE, F(dataset), 0, "mnist", "NAME", "mnist|fashion", 0, 0, 0, 0,
-     "MNIST, or Fashion-MNIST from Debian's dataset-fashion-mnist (/usr/share/datasets/fashion-mnist)"},
+     "MNIST, or Fashion-MNIST from Debian's dataset-fashion-mnist (/usr/share/datasets/fashion-mnist)", 0},
     {NULL, "val-fraction", K_DOUBLE, F(val_fraction), 0, "0.2", "F", NULL, 0, 0.9, 0, 0,
-     "share of the 60000 training images held out for validation"},
+     "share of the 60000 training images held out for validation", 0},
     {NULL, "split-seed", K_INT, F(split_seed), 0, "42", "N", NULL, 0, 2147483647, 0, 0,
-     "seed of the train/validation split (fixed, like the notebook's random_state=42)"},
+     "seed of the train/validation split (fixed, like the notebook's random_state=42)", 0},
     {NULL, "train-limit", K_INT, F(train_limit), 0, "0", "N", NULL, 0, 2147483647, 0, 0,
-     "use only the first N training samples of the split, for quick runs (0 = all)"},
+     "use only the first N training samples of the split, for quick runs (0 = all)", 0},
 
     {"Model", "hidden", K_STRING, F(hidden), S(hidden), "256", "LIST", NULL, 0, 0, 0, 0,
-     "hidden layer widths, e.g. 256 or 512,256 (input 784, output 10)"},
+     "hidden layer widths, e.g. 256 or 512,256 (input 784, output 10)", 0},
     {NULL, "bn", K_CHOICE, F(bn), 0, "sync", "MODE", "none|local|sync", 0, 0, 0, 0,
-     "batch norm on every hidden layer: none, local (each rank's own batch statistics) or sync (statistics over the global batch)"},
+     "batch norm on every hidden layer: none, local (each rank's own batch statistics) or sync (statistics over the global batch)", 0},
     {NULL, "bn-place", K_CHOICE, F(bn_place), 0, "after", "WHERE", "before|after", 0, 0, 0, 0,
-     "BN before the ReLU (Ioffe & Szegedy) or after it (the notebook)"},
+     "BN before the ReLU (Ioffe & Szegedy) or after it (the notebook)", 0},
     {NULL, "bn-momentum", K_DOUBLE, F(bn_momentum), 0, "0.99", "M", NULL, 0, 1, 0, 0,
-     "running statistics: r = M*r + (1-M)*batch (Keras convention)"},
+     "running statistics: r = M*r + (1-M)*batch (Keras convention)", 0},
     {NULL, "bn-eps", K_DOUBLE, F(bn_eps), 0, "0.001", "E", NULL, 0, 1, 1, 0,
-     "added to the variance inside the square root (Keras default)"},
+     "added to the variance inside the square root (Keras default)", 0},
 
     {"Training", "epochs", K_INT, F(epochs), 0, "10", "N", NULL, 1, 100000, 0, 0,
-     "number of epochs"},
+     "number of epochs", RESUME_FREE},
     {NULL, "batch", K_INT, F(batch), 0, "auto", "N", NULL, 1, 1 << 20, 0, 1,
-     "samples per rank per step; auto: global-batch / ranks, or 32"},
+     "samples per rank per step; auto: global-batch / ranks, or 32", RESUME_FREE},
     {NULL, "global-batch", K_INT, F(global_batch), 0, "auto", "N", NULL, 1, 1 << 24, 0, 1,
-     "samples per step over all ranks; must divide by the number of ranks; auto: batch x ranks"},
+     "samples per step over all ranks; must divide by the number of ranks; auto: batch x ranks", 0},
     {NULL, "optimizer", K_CHOICE, F(optimizer), 0, "adam", "NAME", "adam|sgd", 0, 0, 0, 0,
-     "Adam with Keras defaults, or SGD (with --momentum, --nesterov, --weight-decay)"},
+     "Adam with Keras defaults, or SGD (with --momentum, --nesterov, --weight-decay)", 0},
     {NULL, "lr", K_DOUBLE, F(lr), 0, "auto", "LR", NULL, 0, 1e9, 1, 1,
-     "learning rate; auto: 0.001 for adam, 0.01 for sgd (Keras defaults)"},
-    {NULL, "beta1", K_DOUBLE, F(beta1), 0, "0.9", "B", NULL, 0, 1, 0, 0, "Adam beta1"},
-    {NULL, "beta2", K_DOUBLE, F(beta2), 0, "0.999", "B", NULL, 0, 1, 0, 0, "Adam beta2"},
+     "learning rate; auto: 0.001 for adam, 0.01 for sgd (Keras defaults)", 0},
+    {NULL, "beta1", K_DOUBLE, F(beta1), 0, "0.9", "B", NULL, 0, 1, 0, 0, "Adam beta1", 0},
+    {NULL, "beta2", K_DOUBLE, F(beta2), 0, "0.999", "B", NULL, 0, 1, 0, 0, "Adam beta2", 0},
     {NULL, "adam-eps", K_DOUBLE, F(adam_eps), 0, "1e-7", "E", NULL, 0, 1, 1, 0,
-     "Adam epsilon (Keras places it outside the square root, after bias correction)"},
-    {NULL, "momentum", K_DOUBLE, F(momentum), 0, "0", "M", NULL, 0, 1, 0, 0, "SGD momentum"},
+     "Adam epsilon (Keras places it outside the square root, after bias correction)", 0},
+    {NULL, "momentum", K_DOUBLE, F(momentum), 0, "0", "M", NULL, 0, 1, 0, 0, "SGD momentum", 0},
     {NULL, "nesterov", K_FLAG, F(nesterov), 0, "0", NULL, NULL, 0, 0, 0, 0,
-     "Nesterov momentum for SGD"},
+     "Nesterov momentum for SGD", 0},
     {NULL, "weight-decay", K_DOUBLE, F(weight_decay), 0, "0", "WD", NULL, 0, 1, 0, 0,
-     "SGD L2 penalty on dense weights (not biases, not BN's gamma and beta)"},
+     "SGD L2 penalty on dense weights (not biases, not BN's gamma and beta)", 0},
     {NULL, "seed", K_INT, F(seed), 0, "1", "N", NULL, 0, 2147483647, 0, 0,
-     "seed of the initial weights and the per-epoch shuffles"},
+     "seed of the initial weights and the per-epoch shuffles", 0},
 
     {"Run", "eval-batch", K_INT, F(eval_batch), 0, "1000", "N", NULL, 1, 1 << 20, 0, 0,
-     "samples per forward block in validation and test"},
+     "samples per forward block in validation and test", RESUME_FREE},
     {NULL, "metrics", K_STRING, F(metrics), S(metrics), "", "PATH", NULL, 0, 0, 0, 0,
-     "HDF5 metrics file (default: a new file under runs/ named after the configuration)"},
+     "HDF5 metrics file (default: a new file under runs/ named after the configuration)", RESUME_FREE},
     {NULL, "force", K_FLAG, F(force), 0, "0", NULL, NULL, 0, 0, 0, 0,
-     "overwrite an existing --metrics file"},
+     "overwrite an existing --metrics file", RESUME_FREE | RESUME_DEFAULT},
     {NULL, "threads", K_INT, F(threads), 0, "auto", "N", NULL, 1, 1024, 0, 1,
-     "OpenBLAS threads per rank; auto: the cores this rank may use, shared among the ranks on its node, at least 1"},
+     "OpenBLAS threads per rank; auto: the cores this rank may use, shared among the ranks on its node, at least 1", RESUME_FREE | RESUME_DEFAULT},
     {NULL, "quiet", K_FLAG, F(quiet), 0, "0", NULL, NULL, 0, 0, 0, 0,
-     "print only errors and the final summary"},
+     "print only errors and the final summary", RESUME_FREE | RESUME_DEFAULT},
+
+    {"Checkpoints", "checkpoint", K_STRING, F(checkpoint), S(checkpoint), "", "PATH", NULL, 0, 0, 0, 0,
+     "write a checkpoint to PATH at the end of every epoch (atomically: a temporary file, fsync, "
+     "rename)", RESUME_FREE},
+    {NULL, "checkpoint-every", K_INT, F(checkpoint_every), 0, "0", "N", NULL, 0, 2147483647, 0, 0,
+     "also write it every N steps (0 = at epoch ends only)", RESUME_FREE},
+    {NULL, "resume", K_STRING, F(resume), S(resume), "", "PATH", NULL, 0, 0, 0, 0,
+     "continue the run saved in checkpoint PATH; --epochs stays the total; the metrics file is "
+     "appended to", RESUME_FREE | RESUME_DEFAULT},
 };
 #define N_OPTS ((int)(sizeof table / sizeof table[0]))
 
@@ -174,6 +189,12 @@ static int set_value(bn_config *c, const opt_def *o, const char *arg, bn_err *e)
 
 enum { ID_HELP = 1000, ID_VERSION, ID_HELP_MD };
 
+static int option_index(const char *name) {
+    for (int i = 0; i < N_OPTS; i++)
+        if (strcmp(table[i].name, name) == 0) return i;
+    return -1;
+}
+
 parse_result options_parse(bn_config *c, int argc, char **argv, int print, bn_err *e) {
     memset(c, 0, sizeof *c);
     for (int i = 0; i < N_OPTS; i++)
@@ -218,8 +239,9 @@ parse_result options_parse(bn_config *c, int argc, char **argv, int print, bn_er
         }
         if (set_value(c, &table[id], table[id].kind == K_FLAG ? "1" : optarg, e) != BN_OK)
             return PARSE_ERROR;
+        c->given[id] = 1;
     }
-    if (optind < argc) {
+    if (argc > 0 && optind < argc) {
         bn_fail(e, "unexpected argument '%s' (options start with --; see bnmpi --help)", argv[optind]);
         return PARSE_ERROR;
     }
@@ -272,6 +294,56 @@ int options_resolve(bn_config *c, int n_ranks, bn_err *e) {
 }
 
 int options_count(void) { return N_OPTS; }
+
+_Static_assert(N_OPTS <= (int)sizeof(((bn_config *)0)->given), "bn_config.given is too small");
+
+int options_set(bn_config *c, const char *name, const char *value, bn_err *e) {
+    for (int i = 0; i < N_OPTS; i++)
+        if (strcmp(table[i].name, name) == 0) return set_value(c, &table[i], value, e);
+    return bn_fail(e, "unknown option '%s'", name);
+}
+
+static size_t field_size(const opt_def *o) {
+    switch (o->kind) {
+    case K_DOUBLE: return sizeof(double);
+    case K_STRING: return o->size;
+    default: return sizeof(int);
+    }
+}
+
+static void value_text(const bn_config *c, int i, char *buf, size_t n) {
+    opt_value v;
+    options_value(c, i, &v);
+    if (v.kind == OV_INT) snprintf(buf, n, "%lld", v.i);
+    else if (v.kind == OV_DOUBLE) snprintf(buf, n, "%g", v.d);
+    else snprintf(buf, n, "%s", v.s);
+}
+
+int options_merge_resume(bn_config *c, const bn_config *saved, bn_err *e) {
+    bn_config defaults;
+    bn_err ignored;
+    options_parse(&defaults, 0, NULL, 0, &ignored);
+    for (int i = 0; i < N_OPTS; i++) {
+        const opt_def *o = &table[i];
+        char *dst = (char *)c + o->offset;
+        const char *src = (const char *)saved + o->offset;
+        const size_t size = field_size(o);
+        if (c->given[i]) {
+            if (!(o->resume & RESUME_FREE) && memcmp(dst, src, size) != 0) {
+                char mine[BN_PATH], theirs[BN_PATH];
+                value_text(c, i, mine, sizeof mine);
+                value_text(saved, i, theirs, sizeof theirs);
+                return bn_fail(e, "--%s %s differs from the checkpoint's %s; a resumed run continues the same "
+                                  "computation (start a new run to change it)", o->name, mine, theirs);
+            }
+            continue;
+        }
+        if (o->resume & RESUME_DEFAULT) continue; /* c holds the default */
+        memcpy(dst, src, size);
+    }
+    if (!c->given[option_index("batch")]) c->batch = 0; /* re-derived from the global batch */
+    return BN_OK;
+}
 
 void options_value(const bn_config *c, int i, opt_value *v) {
     static char choice_buf[N_OPTS][32];

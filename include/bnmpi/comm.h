@@ -8,6 +8,7 @@
 #define BNMPI_COMM_H
 
 #include <stddef.h>
+#include <stdint.h>
 #include "bnmpi/common.h"
 
 typedef enum { COMM_WORLD_GROUP, COMM_BN_GROUP } comm_group;
@@ -28,6 +29,10 @@ void comm_allreduce_sum_f64(double *buf, size_t n, comm_group g, int timer);
 double comm_max_f64(double x);   /* over the world */
 void comm_bcast_f32(float *buf, size_t n, int root);
 void comm_bcast_chars(char *buf, size_t n, int root);
+void comm_bcast_f64(double *buf, size_t n, int root);
+void comm_bcast_i64(int64_t *buf, size_t n, int root);
+/* recv (rank 0 only, n * comm_size() elements) gets every rank's send (n) in rank order. */
+void comm_gather_f32(const float *send, size_t n, float *recv);
 
 /* Merges per-channel moments over the BN group, in place.
  * stats: [count, mean[0..c), m2[0..c)] (1 + 2c doubles), where m2 is the sum

@@ -22,6 +22,7 @@
 
 #include "bnmpi/common.h"
 #include "bnmpi/dataset.h"
+#include "bnmpi/h5config.h"
 #include "bnmpi/options.h"
 
 #define METRICS_FORMAT "bnmpi-metrics"
@@ -50,15 +51,14 @@ int metrics_default_path(const bn_config *c, char *out, size_t n, bn_err *e);
  * and why (missing directory, not writable, exists). */
 int metrics_create(metrics_file *m, const char *path, int force, bn_err *e);
 /* /config: the options plus the run's facts. */
-typedef struct {
-    const char *mpi_library;
-    const char *hostname;
-    const char *start_time;     /* ISO 8601 */
-    const char *sha256[4];      /* train images, train labels, test images, test labels */
-} run_facts;
 int metrics_write_config(metrics_file *m, const bn_config *c, const run_facts *f, bn_err *e);
-/* Appends one epoch row and its steps, then flushes. */
-int metrics_append_epoch(metrics_file *m, const epoch_row *row, const step_row *steps, int n_steps, bn_err *e);
+/* Reopens an existing file to continue a resumed run: keeps the first
+ * keep_epochs rows of /epochs and keep_steps of /steps (rows a run wrote
+ * after the checkpoint it resumes from are dropped) and removes /summary. */
+int metrics_reopen(metrics_file *m, const char *path, int keep_epochs, long long keep_steps, bn_err *e);
+/* Appends step rows, or one epoch row; then flushes. */
+int metrics_append_steps(metrics_file *m, const step_row *steps, int n_steps, bn_err *e);
+int metrics_append_epoch(metrics_file *m, const epoch_row *row, bn_err *e);
 int metrics_write_summary(metrics_file *m, double test_loss, double test_acc, double total_time_s,
                           const char *params_sha256, bn_err *e);
 void metrics_close(metrics_file *m);

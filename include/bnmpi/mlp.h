@@ -22,7 +22,7 @@
 
 #define MLP_IN 784
 #define MLP_OUT 10
-#define MLP_GRAD_TAIL 2 /* grads[n_params] = loss sum, grads[n_params + 1] = correct count */
+#define MLP_GRAD_TAIL 3 /* grads[n_params...]: loss sum, correct count, stop flag (train.c) */
 #define MLP_MAX_VIEWS (4 * BN_MAX_HIDDEN + 2 + 2 * BN_MAX_HIDDEN)
 
 typedef enum { VIEW_PARAM, VIEW_STATE } view_buffer;

@@ -9,6 +9,8 @@
 #ifndef BNMPI_OPTIM_H
 #define BNMPI_OPTIM_H
 
+#include <stdint.h>
+
 #include "bnmpi/mlp.h"
 #include "bnmpi/options.h"
 
@@ -16,7 +18,7 @@ typedef struct {
     int kind;           /* optim_kind */
     double lr, beta1, beta2, eps, momentum, weight_decay;
     int nesterov;
-    long long t;        /* steps taken */
+    int64_t t;          /* steps taken */
     size_t n;
     float *m;           /* (n) Adam first moment / SGD velocity */
     float *v;           /* (n) Adam second moment; NULL for SGD */

@@ -42,6 +42,11 @@ typedef struct {
     int force;
     int threads;             /* 0 = by policy */
     int quiet;
+    char checkpoint[BN_PATH]; /* "" = none */
+    int checkpoint_every;    /* steps; 0 = at epoch ends only */
+    char resume[BN_PATH];    /* "" = a fresh run */
+
+    unsigned char given[64]; /* given[i]: option i was on the command line */
 
     /* resolved by options_resolve */
     int n_ranks;
@@ -73,6 +78,15 @@ typedef struct {
 } opt_value;
 int options_count(void);
 void options_value(const bn_config *c, int i, opt_value *v);
+/* Sets option `name` from its command-line spelling, with the same checks. */
+int options_set(bn_config *c, const char *name, const char *value, bn_err *e);
+/* Resuming: c holds the command line, saved the checkpoint's configuration.
+ * Options not given take the checkpoint's value (a few, such as --threads and
+ * --data, take their default instead); a given option that would change the
+ * computation (everything but --epochs, --threads, --data, --metrics,
+ * --checkpoint*, --eval-batch, --quiet, --force, --batch) must equal the
+ * checkpoint's. --batch is re-derived from the global batch. */
+int options_merge_resume(bn_config *c, const bn_config *saved, bn_err *e);
 
 const char *bn_mode_name(int m);
 const char *optimizer_name(int o);

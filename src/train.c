@@ -1,0 +1,260 @@
+/* train.c: the epoch loop: [batch -> forward -> backward -> allreduce ->
+ * update] per step, validation and metrics per epoch, test at the end,
+ * checkpoints on request, on a signal, and every N steps. */
+#define _GNU_SOURCE
+#include "bnmpi/train.h"
+
+#include <math.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "bnmpi/comm.h"
+#include "bnmpi/loss.h"
+#include "bnmpi/sha256.h"
+#include "bnmpi/signals.h"
+
+/* the gradient buffer's tail, summed by the same allreduce */
+enum { TAIL_LOSS, TAIL_CORRECT, TAIL_STOP };
+_Static_assert(TAIL_STOP < MLP_GRAD_TAIL, "MLP_GRAD_TAIL too small");
+
+void train_list_state(trainer *t) {
+    mlp *m = &t->model;
+    state_list *s = &t->state;
+    char name[48];
+    s->n = 0;
+    for (int i = 0; i < m->n_views; i++) {
+        const mlp_view *v = &m->views[i];
+        int is_param = v->buffer == VIEW_PARAM;
+        snprintf(name, sizeof name, "%s/%s", is_param ? "params" : "bn_running", v->name);
+        /* running statistics differ between ranks in local mode: save every rank's */
+        state_add(s, name, ST_F32, mlp_param(m, i), v->rows, v->cols, !is_param);
+    }
+    state_add(s, "optimizer/m", ST_F32, t->opt.m, 1, (int)t->opt.n, 0);
+    if (t->opt.v) state_add(s, "optimizer/v", ST_F32, t->opt.v, 1, (int)t->opt.n, 0);
+    state_add(s, "optimizer/t", ST_I64, &t->opt.t, 1, 1, 0);
+    state_add(s, "position", ST_I64, t->position, 1, 3, 0);
+    state_add(s, "epoch_sums", ST_F64, t->epoch_sums, 1, 2, 0);
+    state_add(s, "epoch_steps", ST_F64, t->steps, t->samp.steps_per_epoch, STEP_COLS, 0);
+    state_add(s, "rng/shuffle_seed", ST_I64, &t->shuffle_seed, 1, 1, 0);
+}
+
+typedef struct {
+    double loss, acc;
+} eval_result;
+
+/* Mean loss and accuracy over rows[0..n), each rank taking a contiguous share. */
+static eval_result evaluate(trainer *t, const idx_array *images, const idx_array *labels, const int32_t *rows,
+                            int n) {
+    double t0 = bn_now();
+    mlp *m = &t->model;
+    const int lo = (int)((long long)n * t->rank / t->size), hi = (int)((long long)n * (t->rank + 1) / t->size);
+    double sums[2] = {0, 0}; /* loss sum, correct count */
+    for (int start = lo; start < hi; start += t->cfg.eval_batch) {
+        int B = BN_MIN(t->cfg.eval_batch, hi - start);
+        dataset_gather(m->x, t->labels, images, labels, rows + start, NULL, B);
+        long correct = 0;
+        sums[0] += softmax_xent(NULL, mlp_forward_eval(m, B), t->labels, B, MLP_OUT, 0.0f, &correct);
+        sums[1] += (double)correct;
+    }
+    comm_allreduce_sum_f64(sums, 2, COMM_WORLD_GROUP, T_EVAL);
+    bn_timers[T_EVAL] += bn_now() - t0;
+    return (eval_result){n ? sums[0] / n : NAN, n ? sums[1] / n : NAN};
+}
+
+static void progress_bar(const trainer *t, int epoch, int step, double loss) {
+    const int width = 30, total = t->samp.steps_per_epoch;
+    int filled = (int)((long long)width * step / total);
+    char bar[64];
+    for (int i = 0; i < width; i++) bar[i] = i < filled ? '#' : '.';
+    bar[width] = '\0';
+    printf("\r  epoch %d/%d [%s] %3d%% %d/%d loss %.4f", epoch, t->cfg.epochs, bar, 100 * step / total, step,
+           total, loss);
+    fflush(stdout);
+}
+
+/* Every rank must hold the same parameters (same allreduce result, same
+ * update). Checks that rank 0's digest is everyone's; digest out. */
+static int check_params_agree(const trainer *t, char digest[65], bn_err *e) {
+    sha256_ctx h;
+    sha256_init(&h);
+    sha256_update(&h, t->model.params, sizeof(float) * t->model.n_params);
+    sha256_final_hex(&h, digest);
+    char root[65];
+    memcpy(root, digest, 65);
+    comm_bcast_chars(root, 65, 0);
+    if (memcmp(root, digest, 65) != 0)
+        return bn_fail(e, "parameters on rank %d differ from rank 0's (sha256 %.12s vs %.12s)", t->rank, digest,
+                       root);
+    return BN_OK;
+}
+
+/* Test hooks, read once from the environment (documented in the README):
+ * BNMPI_FAULT_RANK=r BNMPI_FAULT_STEP=k: rank r fails alone after global step k;
+ * BNMPI_SIGNAL_RANK=r BNMPI_SIGNAL_STEP=k: rank r sends itself SIGUSR1 then. */
+static int hook_at(const trainer *t, const char *rank_var, const char *step_var) {
+    const char *r = getenv(rank_var), *s = getenv(step_var);
+    return r && s && atoi(r) == t->rank && atoll(s) == (long long)t->position[2];
+}
+
+static void run_test_hooks(const trainer *t) {
+    if (hook_at(t, "BNMPI_FAULT_RANK", "BNMPI_FAULT_STEP"))
+        bn_fatal("injected fault after global step %lld (BNMPI_FAULT_RANK, BNMPI_FAULT_STEP)",
+                 (long long)t->position[2]);
+    if (hook_at(t, "BNMPI_SIGNAL_RANK", "BNMPI_SIGNAL_STEP")) raise(SIGUSR1);
+}
+
+/* Scheduled checkpoints (epoch ends, every N steps) go only where --checkpoint
+ * says; a signal's goes to t->checkpoint, which always names a place. */
+static int save_checkpoint(trainer *t, int scheduled, bn_err *e) {
+    if (scheduled && !t->cfg.checkpoint[0]) return BN_OK;
+    return checkpoint_save(t->checkpoint, &t->state, &t->cfg, &t->facts, e);
+}
+
+static void to_step_rows(const double *m, step_row *rows, int n) {
+    for (int i = 0; i < n; i++, m += STEP_COLS)
+        rows[i] = (step_row){(int64_t)m[0], (int32_t)m[1], m[2], m[3], m[4]};
+}
+
+/* Rank 0 appends rows [0, n) of this epoch's steps to the metrics file. */
+static int append_steps(trainer *t, int n, bn_err *e) {
+    if (t->rank != 0 || n == 0) return BN_OK;
+    step_row *rows = bn_calloc((size_t)n, sizeof(step_row));
+    to_step_rows(t->steps, rows, n);
+    int status = metrics_append_steps(&t->metrics, rows, n, e);
+    free(rows);
+    return status;
+}
+
+typedef enum { EPOCH_DONE, EPOCH_STOPPED, EPOCH_FAILED } epoch_status;
+
+/* Runs the steps of epoch position[0] from position[1] on. */
+static epoch_status train_epoch(trainer *t, bn_err *e) {
+    mlp *m = &t->model;
+    const int b = t->cfg.batch, G = t->cfg.global_batch, steps = t->samp.steps_per_epoch;
+    const int epoch = (int)t->position[0];
+    const size_t n = m->n_params;
+    double last_progress = 0;
+    sampler_set_epoch(&t->samp, epoch);
+    for (int s = (int)t->position[1]; s < steps; s++) {
+        dataset_gather(m->x, t->labels, &t->data.train_images, &t->data.train_labels, t->data.train_idx,
+                       sampler_batch(&t->samp, s), b);
+        memset(m->grads, 0, sizeof(float) * (n + MLP_GRAD_TAIL));
+        long correct = 0;
+        double loss = softmax_xent(m->dbuf[0], mlp_forward_train(m, b), t->labels, b, MLP_OUT, 1.0f / (float)G,
+                                   &correct);
+        float *tail = m->grads + n;
+        tail[TAIL_LOSS] = (float)loss;
+        tail[TAIL_CORRECT] = (float)correct;
+        tail[TAIL_STOP] = signals_pending() ? 1.0f : 0.0f;
+        mlp_backward(m, b);
+        comm_allreduce_sum_f32(m->grads, n + MLP_GRAD_TAIL, COMM_WORLD_GROUP, T_GRAD_COMM);
+        const double step_loss = tail[TAIL_LOSS] / G, step_acc = tail[TAIL_CORRECT] / G;
+        double *row = t->steps + (size_t)s * STEP_COLS;
+        row[0] = (double)(t->position[2] + 1);
+        row[1] = epoch;
+        row[2] = step_loss;
+        row[3] = step_acc;
+        row[4] = t->opt.lr;
+        if (!isfinite(step_loss)) {
+            bn_fail(e, "non-finite loss at epoch %d, step %d (global step %lld); try a lower --lr", epoch, s + 1,
+                    (long long)t->position[2] + 1);
+            append_steps(t, s + 1, NULL); /* the rows up to the failure, for the record */
+            return EPOCH_FAILED;
+        }
+        optim_step(&t->opt, m);
+        t->epoch_sums[0] += tail[TAIL_LOSS];
+        t->epoch_sums[1] += tail[TAIL_CORRECT];
+        t->position[1] = s + 1;
+        t->position[2]++;
+        run_test_hooks(t);
+        if (t->progress && (bn_now() - last_progress > 0.2 || s + 1 == steps)) {
+            progress_bar(t, epoch, s + 1, step_loss);
+            last_progress = bn_now();
+        }
+        if (tail[TAIL_STOP] > 0) return EPOCH_STOPPED;
+        if (t->cfg.checkpoint_every && t->position[2] % t->cfg.checkpoint_every == 0 && s + 1 < steps &&
+            save_checkpoint(t, 1, e) != BN_OK)
+            return EPOCH_FAILED;
+    }
+    return EPOCH_DONE;
+}
+
+static int finish_epoch(trainer *t, double t0, bn_err *e) {
+    const int steps = t->samp.steps_per_epoch, G = t->cfg.global_batch;
+    const double train_s = bn_now() - t0;
+    epoch_row row = {.epoch = (int32_t)t->position[0], .lr = t->opt.lr};
+    row.train_loss = t->epoch_sums[0] / ((double)steps * G);
+    row.train_acc = t->epoch_sums[1] / ((double)steps * G);
+    mlp_prepare_eval(&t->model);
+    eval_result val = evaluate(t, &t->data.train_images, &t->data.train_labels, t->data.val_idx, t->data.n_val);
+    row.val_loss = val.loss;
+    row.val_acc = val.acc;
+    row.time_s = bn_now() - t0;
+    row.comm_s = bn_timers[T_GRAD_COMM] + bn_timers[T_BN_COMM];
+    row.samples_per_s = (double)steps * G / train_s;
+    char digest[65];
+    if (check_params_agree(t, digest, e) != BN_OK) return comm_agree(BN_ERR, e);
+    int status = comm_agree(BN_OK, e);
+    if (status == BN_OK) status = append_steps(t, steps, e);
+    if (status == BN_OK && t->rank == 0) status = metrics_append_epoch(&t->metrics, &row, e);
+    if (comm_agree(status, e) != BN_OK) return BN_ERR;
+    if (t->progress) printf("\r\033[K");
+    if (t->show) {
+        printf("epoch %*d/%d  loss %.4f acc %6.2f%%  val_loss %.4f val_acc %6.2f%%  %8.0f samples/s  %6.2f s "
+               "(comm %4.1f%%)\n",
+               t->cfg.epochs >= 10 ? 2 : 1, row.epoch, t->cfg.epochs, row.train_loss, 100 * row.train_acc,
+               row.val_loss, 100 * row.val_acc, row.samples_per_s, row.time_s, 100 * row.comm_s / row.time_s);
+        fflush(stdout);
+    }
+    t->position[0]++;
+    t->position[1] = 0;
+    t->epoch_sums[0] = t->epoch_sums[1] = 0;
+    return save_checkpoint(t, 1, e);
+}
+
+int train_run(trainer *t) {
+    bn_err e = {{0}};
+    const double run_start = bn_now();
+    signals_install();
+    while (t->position[0] <= t->cfg.epochs) {
+        bn_timers_reset();
+        const double t0 = bn_now();
+        epoch_status st = train_epoch(t, &e);
+        if (st == EPOCH_FAILED) {
+            if (t->progress) printf("\n");
+            if (t->rank == 0) metrics_close(&t->metrics);
+            comm_exit(EXIT_RUNTIME, e.msg);
+        }
+        if (st == EPOCH_STOPPED) {
+            if (t->progress) printf("\n");
+            int status = save_checkpoint(t, 0, &e);
+            if (t->rank == 0) metrics_close(&t->metrics);
+            if (status != BN_OK) comm_exit(EXIT_RUNTIME, e.msg);
+            if (t->rank == 0)
+                fprintf(stderr, "bnmpi: stopped by a signal after epoch %lld step %lld; checkpoint %s; resume with "
+                                "--resume %s\n",
+                        (long long)t->position[0], (long long)t->position[1], t->checkpoint, t->checkpoint);
+            comm_exit(BN_EXIT_STOPPED, NULL);
+        }
+        if (finish_epoch(t, t0, &e) != BN_OK) comm_exit(EXIT_RUNTIME, e.msg);
+    }
+    const double total_s = bn_now() - run_start;
+    eval_result test = evaluate(t, &t->data.test_images, &t->data.test_labels, t->data.test_idx, t->data.n_test);
+    char digest[65];
+    if (comm_agree(check_params_agree(t, digest, &e), &e) != BN_OK) comm_exit(EXIT_RUNTIME, e.msg);
+    int status = BN_OK;
+    if (t->rank == 0) {
+        status = metrics_write_summary(&t->metrics, test.loss, test.acc, total_s, digest, &e);
+        metrics_close(&t->metrics);
+    }
+    if (comm_agree(status, &e) != BN_OK) comm_exit(EXIT_RUNTIME, e.msg);
+    if (t->rank == 0) {
+        printf("test: loss %.4f acc %.2f%%  (%d epochs in %.1f s)\n", test.loss, 100 * test.acc, t->cfg.epochs,
+               total_s);
+        printf("metrics: %s\n", t->metrics.path);
+        if (t->cfg.checkpoint[0]) printf("checkpoint: %s\n", t->cfg.checkpoint);
+    }
+    return 0;
+}
