@@ -31,14 +31,6 @@ static hid_t h5_type(state_type t) {
     return t == ST_F32 ? H5T_NATIVE_FLOAT : t == ST_F64 ? H5T_NATIVE_DOUBLE : H5T_NATIVE_INT64;
 }
 
-static int fsync_path(const char *path, int directory) {
-    int fd = open(path, directory ? O_RDONLY | O_DIRECTORY : O_RDONLY);
-    if (fd < 0) return -1;
-    int rc = fsync(fd);
-    close(fd);
-    return rc;
-}
-
 /* Rank 0: writes the whole file at tmp. gathered[i] holds entry i's data
  * (all ranks' rows for per-rank entries). */
 static int write_file(const char *tmp, const char *path, const state_list *s, void **gathered, int n_ranks,
@@ -85,20 +77,14 @@ int checkpoint_save(const char *path, const state_list *s, const bn_config *c, c
     }
     int status = BN_OK;
     if (rank == 0) {
-        char tmp[BN_PATH + 8], dir_buf[BN_PATH];
+        char tmp[BN_PATH + 8];
         snprintf(tmp, sizeof tmp, "%s.tmp", path);
-        snprintf(dir_buf, sizeof dir_buf, "%s", path);
         status = write_file(tmp, path, s, gathered, P, c, f, e);
-        if (status == BN_OK && fsync_path(tmp, 0) != 0)
-            status = bn_fail(e, "--checkpoint %s: fsync of %s failed: %s", path, tmp, strerror(errno));
-        if (status == BN_OK && rename(tmp, path) != 0)
-            status = bn_fail(e, "--checkpoint %s: rename from %s failed: %s", path, tmp, strerror(errno));
-        if (status == BN_OK && fsync_path(dirname(dir_buf), 1) != 0)
-            status = bn_fail(e, "--checkpoint %s: fsync of its directory failed: %s", path, strerror(errno));
+        if (status == BN_OK) status = h5_replace_atomically(tmp, path, e);
     }
     for (int i = 0; i < s->n; i++) free(owned[i]);
     bn_timers[T_IO] += bn_now() - t0;
-    return comm_agree(status, e);
+    return comm_share(status, e);
 }
 
 /* Rank 0: opens path as a checkpoint, or says what it is instead. */
@@ -147,7 +133,7 @@ int checkpoint_read_config(const char *path, bn_config *saved, char sha256[4][65
             H5Fclose(file);
         }
     }
-    if (comm_agree(status, e) != BN_OK) return BN_ERR;
+    if (comm_share(status, e) != BN_OK) return BN_ERR;
     comm_bcast_chars((char *)saved, sizeof *saved, 0);
     comm_bcast_chars(&sha256[0][0], 4 * 65, 0);
     int64_t n = *saved_ranks;
@@ -203,7 +189,7 @@ int checkpoint_load(const char *path, const state_list *s, int saved_ranks, bn_e
             status = read_entry(file, path, &s->e[i], saved_ranks, bufs[i], e);
         if (file >= 0) H5Fclose(file);
     }
-    status = comm_agree(status, e);
+    status = comm_share(status, e);
     for (int i = 0; i < s->n && status == BN_OK; i++) {
         const state_entry *en = &s->e[i];
         const size_t n = entry_count(en) * (size_t)(en->per_rank ? saved_ranks : 1);

@@ -163,6 +163,15 @@ int comm_agree(int status, bn_err *e) {
     return BN_ERR;
 }
 
+int comm_share(int status, bn_err *e) {
+    int st = status;
+    MPI_Bcast(&st, 1, MPI_INT, 0, MPI_COMM_WORLD);
+    if (st == BN_OK) return BN_OK;
+    MPI_Bcast(e->msg, BN_ERRLEN, MPI_CHAR, 0, MPI_COMM_WORLD);
+    e->msg[BN_ERRLEN - 1] = '\0';
+    return BN_ERR;
+}
+
 _Noreturn void comm_exit(int code, const char *msg) {
     fflush(stdout);
     if (msg && world_rank == 0) fprintf(stderr, "bnmpi: %s\n", msg);

@@ -1,9 +1,32 @@
 /* h5config.c: scalar HDF5 attributes and the shared /config group. */
+#define _GNU_SOURCE
 #include "bnmpi/h5config.h"
 
+#include <errno.h>
+#include <fcntl.h>
+#include <libgen.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
+
+static int fsync_path(const char *path, int directory) {
+    int fd = open(path, directory ? O_RDONLY | O_DIRECTORY : O_RDONLY);
+    if (fd < 0) return -1;
+    int rc = fsync(fd);
+    close(fd);
+    return rc;
+}
+
+int h5_replace_atomically(const char *tmp, const char *path, bn_err *e) {
+    char dir[4096];
+    snprintf(dir, sizeof dir, "%s", path);
+    if (fsync_path(tmp, 0) != 0) return bn_fail(e, "%s: fsync of %s failed: %s", path, tmp, strerror(errno));
+    if (rename(tmp, path) != 0) return bn_fail(e, "%s: rename from %s failed: %s", path, tmp, strerror(errno));
+    if (fsync_path(dirname(dir), 1) != 0)
+        return bn_fail(e, "%s: fsync of its directory failed: %s", path, strerror(errno));
+    return BN_OK;
+}
 
 const char *const h5config_sha_names[4] = {"train_images_sha256", "train_labels_sha256", "test_images_sha256",
                                            "test_labels_sha256"};

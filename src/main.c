@@ -155,30 +155,25 @@ int main(int argc, char **argv) {
         t.position[0] = 1;
     }
 
-    /* the metrics file and where checkpoints go; rank 0 decides, all agree */
+    /* the metrics file and where checkpoints go; rank 0 decides and tells */
     int status = BN_OK;
     if (t.rank == 0) {
-        char path[BN_PATH];
-        if (c->resume[0] && c->metrics[0] && file_exists(c->metrics)) {
-            const long long keep_steps = t.position[2] - t.position[1];
-            status = metrics_reopen(&t.metrics, c->metrics, (int)t.position[0] - 1, keep_steps, &e);
-        } else {
-            if (c->resume[0])
-                fprintf(stderr, "bnmpi: warning: the metrics file %s is gone; writing a new one\n", c->metrics);
-            status = c->metrics[0] && !c->resume[0]
-                         ? (snprintf(path, sizeof path, "%s", c->metrics), BN_OK)
-                         : metrics_default_path(c, path, sizeof path, &e);
-            if (status == BN_OK) status = metrics_create(&t.metrics, path, c->force, &e);
-            if (status == BN_OK) snprintf(c->metrics, sizeof c->metrics, "%s", path);
-            if (status == BN_OK) status = metrics_write_config(&t.metrics, c, &t.facts, &e);
-        }
-        if (status == BN_OK && c->checkpoint[0] && !c->resume[0] && file_exists(c->checkpoint) && !c->force)
+        if (c->checkpoint[0] && !c->resume[0] && file_exists(c->checkpoint) && !c->force)
             status = bn_fail(&e, "--checkpoint %s: file exists; pass --resume %s to continue it, or --force to "
                                  "start over",
                              c->checkpoint, c->checkpoint);
+        else if (c->resume[0] && c->metrics[0] && file_exists(c->metrics))
+            status = metrics_reopen(&t.metrics, c->metrics, (int)t.position[0] - 1, t.position[2] - t.position[1],
+                                    c, &t.facts, &e);
+        else {
+            if (c->resume[0])
+                fprintf(stderr, "bnmpi: warning: the metrics file %s is gone; writing a new one\n", c->metrics);
+            if (!c->metrics[0] || c->resume[0]) status = metrics_default_path(c, c->metrics, sizeof c->metrics, &e);
+            if (status == BN_OK) status = metrics_create(&t.metrics, c->metrics, c->force, c, &t.facts, &e);
+        }
         if (status != BN_OK) metrics_close(&t.metrics);
     }
-    check(status, &e, EXIT_RUNTIME);
+    if (comm_share(status, &e) != BN_OK) comm_exit(EXIT_RUNTIME, e.msg);
     comm_bcast_chars(c->metrics, sizeof c->metrics, 0);
     /* a signal needs somewhere to save: beside the metrics file unless --checkpoint says */
     if (c->checkpoint[0]) snprintf(t.checkpoint, sizeof t.checkpoint, "%s", c->checkpoint);

@@ -1,8 +1,7 @@
-/* metrics.c: HDF5 metric tables through the HDF5 high-level table API. */
+/* metrics.c: the HDF5 metrics file. Rank 0 holds the rows and rewrites the
+ * file atomically at every flush (see metrics.h). */
 #define _GNU_SOURCE
 #include "bnmpi/metrics.h"
-
-#include "bnmpi/h5config.h"
 
 #include <errno.h>
 #include <hdf5.h>
@@ -56,116 +55,161 @@ int metrics_default_path(const bn_config *c, char *out, size_t n, bn_err *e) {
     return BN_OK;
 }
 
-int metrics_create(metrics_file *m, const char *path, int force, bn_err *e) {
-    m->file = -1;
+static void keep(metrics_file *m, const char *path, const bn_config *c, const run_facts *f) {
+    memset(m, 0, sizeof *m);
     snprintf(m->path, sizeof m->path, "%s", path);
+    m->cfg = *c;
+    m->facts = *f;
+    snprintf(m->start_time, sizeof m->start_time, "%s", f->start_time);
+    m->facts.start_time = m->start_time;
+}
+
+static void *grow(void *p, size_t *cap, size_t need, size_t size) {
+    if (need <= *cap) return p;
+    size_t n = BN_MAX(need, *cap * 2 + 16);
+    void *q = realloc(p, n * size);
+    if (!q) bn_fatal("out of memory growing the metrics rows to %zu", n);
+    *cap = n;
+    return q;
+}
+
+int metrics_create(metrics_file *m, const char *path, int force, const bn_config *c, const run_facts *f, bn_err *e) {
+    keep(m, path, c, f);
     char dir_buf[BN_PATH];
     snprintf(dir_buf, sizeof dir_buf, "%s", path);
     const char *dir = dirname(dir_buf);
     struct stat st;
     if (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode))
         return bn_fail(e, "--metrics %s: directory %s does not exist", path, dir);
-    if (access(dir, W_OK) != 0)
-        return bn_fail(e, "--metrics %s: directory %s is not writable", path, dir);
+    if (access(dir, W_OK) != 0) return bn_fail(e, "--metrics %s: directory %s is not writable", path, dir);
+    if (stat(path, &st) == 0 && S_ISDIR(st.st_mode))
+        return bn_fail(e, "--metrics %s: is a directory, expected a file path", path);
     if (file_exists(path) && !force)
         return bn_fail(e, "--metrics %s: file exists; choose another path or pass --force to overwrite it", path);
-    if (file_exists(path) && stat(path, &st) == 0 && S_ISDIR(st.st_mode))
-        return bn_fail(e, "--metrics %s: is a directory, expected a file path", path);
-    H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
-    hid_t f = H5Fcreate(path, force ? H5F_ACC_TRUNC : H5F_ACC_EXCL, H5P_DEFAULT, H5P_DEFAULT);
-    if (f < 0) return bn_fail(e, "--metrics %s: cannot create the HDF5 file", path);
-    m->file = f;
-    if (h5_attr_string(f, "format", METRICS_FORMAT) < 0 || h5_attr_int(f, "format_version", METRICS_FORMAT_VERSION) < 0)
-        return bn_fail(e, "%s: cannot write the root attributes", path);
+    return metrics_flush(m, e);
+}
+
+/* Reads a whole table of `size`-byte records into *rows (malloc'd). */
+static int read_table(hid_t f, const char *path, const char *name, size_t size, const size_t *offsets,
+                      const size_t *sizes, void **rows, size_t *n, bn_err *e) {
+    hsize_t nfields = 0, nrecords = 0;
+    if (H5TBget_table_info(f, name, &nfields, &nrecords) < 0)
+        return bn_fail(e, "--metrics %s: no readable /%s table", path, name);
+    *n = (size_t)nrecords;
+    *rows = bn_calloc(*n + 1, size);
+    if (nrecords && H5TBread_table(f, name, size, offsets, sizes, *rows) < 0)
+        return bn_fail(e, "--metrics %s: cannot read /%s", path, name);
     return BN_OK;
 }
 
-int metrics_write_config(metrics_file *m, const bn_config *c, const run_facts *f, bn_err *e) {
-    if (h5config_write(m->file, "config", c, f, e) != BN_OK)
-        return bn_fail(e, "%s: cannot write /config", m->path);
+int metrics_reopen(metrics_file *m, const char *path, int keep_epochs, long long keep_steps, const bn_config *c,
+                   const run_facts *f, bn_err *e) {
+    keep(m, path, c, f);
+    H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
+    if (H5Fis_hdf5(path) <= 0) return bn_fail(e, "--metrics %s: not an HDF5 file; cannot continue it", path);
+    hid_t file = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
+    if (file < 0) return bn_fail(e, "--metrics %s: cannot open it", path);
+    char format[64] = "";
+    h5_attr_read_string(file, "format", format, sizeof format);
+    int status = strcmp(format, METRICS_FORMAT) == 0
+                     ? BN_OK
+                     : bn_fail(e, "--metrics %s: not a bnmpi metrics file (format \"%s\")", path, format);
+    void *epochs = NULL, *steps = NULL;
+    if (status == BN_OK)
+        status = read_table(file, path, "epochs", sizeof(epoch_row), epoch_offsets, epoch_sizes, &epochs,
+                            &m->n_epochs, e);
+    if (status == BN_OK)
+        status = read_table(file, path, "steps", sizeof(step_row), step_offsets, step_sizes, &steps, &m->n_steps, e);
+    if (status == BN_OK && H5Lexists(file, "config", H5P_DEFAULT) > 0) {
+        hid_t g = H5Gopen2(file, "config", H5P_DEFAULT);
+        if (g >= 0) {
+            h5_attr_read_string(g, "start_time", m->start_time, sizeof m->start_time);
+            H5Gclose(g);
+        }
+    }
+    H5Fclose(file);
+    m->epochs = epochs;
+    m->steps = steps;
+    m->cap_epochs = m->n_epochs + 1;
+    m->cap_steps = m->n_steps + 1;
+    if (status != BN_OK) return BN_ERR;
+    if (m->n_epochs < (size_t)keep_epochs || m->n_steps < (size_t)keep_steps)
+        return bn_fail(e, "--metrics %s: holds %zu epochs and %zu steps, the checkpoint needs %d and %lld (another "
+                          "run's file?)",
+                       path, m->n_epochs, m->n_steps, keep_epochs, keep_steps);
+    m->n_epochs = (size_t)keep_epochs;
+    m->n_steps = (size_t)keep_steps;
+    return metrics_flush(m, e);
+}
 
+void metrics_add_steps(metrics_file *m, const step_row *steps, int n_steps) {
+    m->steps = grow(m->steps, &m->cap_steps, m->n_steps + (size_t)n_steps, sizeof(step_row));
+    memcpy(m->steps + m->n_steps, steps, sizeof(step_row) * (size_t)n_steps);
+    m->n_steps += (size_t)n_steps;
+}
+
+void metrics_add_epoch(metrics_file *m, const epoch_row *row) {
+    m->epochs = grow(m->epochs, &m->cap_epochs, m->n_epochs + 1, sizeof(epoch_row));
+    m->epochs[m->n_epochs++] = *row;
+}
+
+void metrics_set_summary(metrics_file *m, double test_loss, double test_acc, double total_time_s,
+                         const char *params_sha256) {
+    m->has_summary = 1;
+    m->test_loss = test_loss;
+    m->test_acc = test_acc;
+    m->total_time_s = total_time_s;
+    snprintf(m->params_sha256, sizeof m->params_sha256, "%s", params_sha256);
+}
+
+static int write_file(const metrics_file *m, const char *tmp, bn_err *e) {
+    H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
+    hid_t f = H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+    if (f < 0) return bn_fail(e, "--metrics %s: cannot create %s", m->path, tmp);
+    int bad = h5_attr_string(f, "format", METRICS_FORMAT) < 0;
+    bad |= h5_attr_int(f, "format_version", METRICS_FORMAT_VERSION) < 0;
+    if (!bad && h5config_write(f, "config", &m->cfg, &m->facts, e) != BN_OK) bad = 1;
     hid_t epoch_types[EPOCH_FIELDS] = {H5T_NATIVE_INT32};
     for (int i = 1; i < EPOCH_FIELDS; i++) epoch_types[i] = H5T_NATIVE_DOUBLE;
     hid_t step_types[STEP_FIELDS] = {H5T_NATIVE_INT64, H5T_NATIVE_INT32, H5T_NATIVE_DOUBLE, H5T_NATIVE_DOUBLE,
                                      H5T_NATIVE_DOUBLE};
-    if (H5TBmake_table("epochs", m->file, "epochs", EPOCH_FIELDS, 0, sizeof(epoch_row), epoch_names,
-                       epoch_offsets, epoch_types, 16, NULL, 0, NULL) < 0 ||
-        H5TBmake_table("steps", m->file, "steps", STEP_FIELDS, 0, sizeof(step_row), step_names, step_offsets,
-                       step_types, 1024, NULL, 0, NULL) < 0)
-        return bn_fail(e, "%s: cannot create the /epochs and /steps tables", m->path);
-    if (H5Fflush(m->file, H5F_SCOPE_GLOBAL) < 0) return bn_fail(e, "%s: flush failed", m->path);
-    return BN_OK;
-}
-
-int metrics_reopen(metrics_file *m, const char *path, int keep_epochs, long long keep_steps, bn_err *e) {
-    m->file = -1;
-    snprintf(m->path, sizeof m->path, "%s", path);
-    H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
-    if (H5Fis_hdf5(path) <= 0) return bn_fail(e, "--metrics %s: not an HDF5 file; cannot append to it", path);
-    hid_t f = H5Fopen(path, H5F_ACC_RDWR, H5P_DEFAULT);
-    if (f < 0) return bn_fail(e, "--metrics %s: cannot open it for appending", path);
-    m->file = f;
-    char format[64] = "";
-    h5_attr_read_string(f, "format", format, sizeof format);
-    if (strcmp(format, METRICS_FORMAT) != 0)
-        return bn_fail(e, "--metrics %s: not a bnmpi metrics file (format \"%s\")", path, format);
-    const char *tables[2] = {"epochs", "steps"};
-    const hsize_t keep[2] = {(hsize_t)keep_epochs, (hsize_t)keep_steps};
-    for (int i = 0; i < 2; i++) {
-        hid_t d = H5Dopen2(f, tables[i], H5P_DEFAULT);
-        if (d < 0) return bn_fail(e, "--metrics %s: no /%s table", path, tables[i]);
-        hid_t space = H5Dget_space(d);
-        hsize_t rows = 0;
-        H5Sget_simple_extent_dims(space, &rows, NULL);
-        H5Sclose(space);
-        int rc = 0;
-        if (rows < keep[i])
-            rc = bn_fail(e, "--metrics %s: /%s has %llu rows, the checkpoint needs %llu (another run's file?)",
-                         path, tables[i], (unsigned long long)rows, (unsigned long long)keep[i]);
-        else if (rows > keep[i] && H5Dset_extent(d, &keep[i]) < 0)
-            rc = bn_fail(e, "--metrics %s: cannot drop the rows of /%s after the checkpoint", path, tables[i]);
-        H5Dclose(d);
-        if (rc != 0) return BN_ERR;
+    bad |= H5TBmake_table("epochs", f, "epochs", EPOCH_FIELDS, (hsize_t)m->n_epochs, sizeof(epoch_row), epoch_names,
+                          epoch_offsets, epoch_types, 16, NULL, 0, m->n_epochs ? m->epochs : NULL) < 0;
+    bad |= H5TBmake_table("steps", f, "steps", STEP_FIELDS, (hsize_t)m->n_steps, sizeof(step_row), step_names,
+                          step_offsets, step_types, 1024, NULL, 0, m->n_steps ? m->steps : NULL) < 0;
+    if (m->has_summary) {
+        hid_t g = H5Gcreate2(f, "summary", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+        bad |= g < 0;
+        if (g >= 0) {
+            bad |= h5_attr_double(g, "test_loss", m->test_loss) < 0;
+            bad |= h5_attr_double(g, "test_acc", m->test_acc) < 0;
+            bad |= h5_attr_double(g, "total_time_s", m->total_time_s) < 0;
+            bad |= h5_attr_string(g, "params_sha256", m->params_sha256) < 0;
+            H5Gclose(g);
+        }
     }
-    if (H5Lexists(f, "summary", H5P_DEFAULT) > 0 && H5Ldelete(f, "summary", H5P_DEFAULT) < 0)
-        return bn_fail(e, "--metrics %s: cannot replace /summary", path);
-    if (H5Fflush(f, H5F_SCOPE_GLOBAL) < 0) return bn_fail(e, "%s: flush failed", path);
+    bad |= H5Fclose(f) < 0;
+    if (bad) {
+        unlink(tmp);
+        return bn_fail(e, "--metrics %s: writing %s failed", m->path, tmp);
+    }
     return BN_OK;
 }
 
-int metrics_append_steps(metrics_file *m, const step_row *steps, int n_steps, bn_err *e) {
+int metrics_flush(metrics_file *m, bn_err *e) {
     double t0 = bn_now();
-    if (n_steps > 0 && H5TBappend_records(m->file, "steps", (hsize_t)n_steps, sizeof(step_row), step_offsets,
-                                          step_sizes, steps) < 0)
-        return bn_fail(e, "%s: cannot append to /steps", m->path);
-    if (H5Fflush(m->file, H5F_SCOPE_GLOBAL) < 0) return bn_fail(e, "%s: flush failed", m->path);
+    char tmp[BN_PATH + 8];
+    snprintf(tmp, sizeof tmp, "%s.tmp", m->path);
+    int status = write_file(m, tmp, e);
+    if (status == BN_OK) status = h5_replace_atomically(tmp, m->path, e);
     bn_timers[T_IO] += bn_now() - t0;
-    return BN_OK;
-}
-
-int metrics_append_epoch(metrics_file *m, const epoch_row *row, bn_err *e) {
-    double t0 = bn_now();
-    if (H5TBappend_records(m->file, "epochs", 1, sizeof(epoch_row), epoch_offsets, epoch_sizes, row) < 0)
-        return bn_fail(e, "%s: cannot append to /epochs", m->path);
-    if (H5Fflush(m->file, H5F_SCOPE_GLOBAL) < 0) return bn_fail(e, "%s: flush failed", m->path);
-    bn_timers[T_IO] += bn_now() - t0;
-    return BN_OK;
-}
-
-int metrics_write_summary(metrics_file *m, double test_loss, double test_acc, double total_time_s,
-                          const char *params_sha256, bn_err *e) {
-    hid_t g = H5Gcreate2(m->file, "summary", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
-    if (g < 0) return bn_fail(e, "%s: cannot create /summary", m->path);
-    int bad = h5_attr_double(g, "test_loss", test_loss) < 0;
-    bad |= h5_attr_double(g, "test_acc", test_acc) < 0;
-    bad |= h5_attr_double(g, "total_time_s", total_time_s) < 0;
-    bad |= h5_attr_string(g, "params_sha256", params_sha256) < 0;
-    H5Gclose(g);
-    if (bad || H5Fflush(m->file, H5F_SCOPE_GLOBAL) < 0) return bn_fail(e, "%s: cannot write /summary", m->path);
-    return BN_OK;
+    return status;
 }
 
 void metrics_close(metrics_file *m) {
-    if (m->file >= 0) H5Fclose(m->file);
-    m->file = -1;
+    free(m->epochs);
+    free(m->steps);
+    m->epochs = NULL;
+    m->steps = NULL;
+    m->n_epochs = m->n_steps = m->cap_epochs = m->cap_steps = 0;
 }

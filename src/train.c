@@ -117,14 +117,18 @@ static void to_step_rows(const double *m, step_row *rows, int n) {
         rows[i] = (step_row){(int64_t)m[0], (int32_t)m[1], m[2], m[3], m[4]};
 }
 
-/* Rank 0 appends rows [0, n) of this epoch's steps to the metrics file. */
-static int append_steps(trainer *t, int n, bn_err *e) {
-    if (t->rank != 0 || n == 0) return BN_OK;
+/* Rank 0 adds rows [0, n) of this epoch's steps to the metrics. */
+static void add_steps(trainer *t, int n) {
+    if (t->rank != 0 || n == 0) return;
     step_row *rows = bn_calloc((size_t)n, sizeof(step_row));
     to_step_rows(t->steps, rows, n);
-    int status = metrics_append_steps(&t->metrics, rows, n, e);
+    metrics_add_steps(&t->metrics, rows, n);
     free(rows);
-    return status;
+}
+
+/* Rank 0 rewrites the metrics file; every rank gets its status. */
+static int flush_metrics(trainer *t, bn_err *e) {
+    return comm_share(t->rank == 0 ? metrics_flush(&t->metrics, e) : BN_OK, e);
 }
 
 typedef enum { EPOCH_DONE, EPOCH_STOPPED, EPOCH_FAILED } epoch_status;
@@ -160,7 +164,9 @@ static epoch_status train_epoch(trainer *t, bn_err *e) {
         if (!isfinite(step_loss)) {
             bn_fail(e, "non-finite loss at epoch %d, step %d (global step %lld); try a lower --lr", epoch, s + 1,
                     (long long)t->position[2] + 1);
-            append_steps(t, s + 1, NULL); /* the rows up to the failure, for the record */
+            bn_err ignored;
+            add_steps(t, s + 1); /* the rows up to the failure, for the record */
+            flush_metrics(t, &ignored);
             return EPOCH_FAILED;
         }
         optim_step(&t->opt, m);
@@ -195,11 +201,10 @@ static int finish_epoch(trainer *t, double t0, bn_err *e) {
     row.comm_s = bn_timers[T_GRAD_COMM] + bn_timers[T_BN_COMM];
     row.samples_per_s = (double)steps * G / train_s;
     char digest[65];
-    if (check_params_agree(t, digest, e) != BN_OK) return comm_agree(BN_ERR, e);
-    int status = comm_agree(BN_OK, e);
-    if (status == BN_OK) status = append_steps(t, steps, e);
-    if (status == BN_OK && t->rank == 0) status = metrics_append_epoch(&t->metrics, &row, e);
-    if (comm_agree(status, e) != BN_OK) return BN_ERR;
+    if (comm_agree(check_params_agree(t, digest, e), e) != BN_OK) return BN_ERR;
+    add_steps(t, steps);
+    if (t->rank == 0) metrics_add_epoch(&t->metrics, &row);
+    if (flush_metrics(t, e) != BN_OK) return BN_ERR;
     if (t->progress) printf("\r\033[K");
     if (t->show) {
         printf("epoch %*d/%d  loss %.4f acc %6.2f%%  val_loss %.4f val_acc %6.2f%%  %8.0f samples/s  %6.2f s "
@@ -244,12 +249,10 @@ int train_run(trainer *t) {
     eval_result test = evaluate(t, &t->data.test_images, &t->data.test_labels, t->data.test_idx, t->data.n_test);
     char digest[65];
     if (comm_agree(check_params_agree(t, digest, &e), &e) != BN_OK) comm_exit(EXIT_RUNTIME, e.msg);
-    int status = BN_OK;
-    if (t->rank == 0) {
-        status = metrics_write_summary(&t->metrics, test.loss, test.acc, total_s, digest, &e);
-        metrics_close(&t->metrics);
-    }
-    if (comm_agree(status, &e) != BN_OK) comm_exit(EXIT_RUNTIME, e.msg);
+    if (t->rank == 0) metrics_set_summary(&t->metrics, test.loss, test.acc, total_s, digest);
+    int status = flush_metrics(t, &e);
+    if (t->rank == 0) metrics_close(&t->metrics);
+    if (status != BN_OK) comm_exit(EXIT_RUNTIME, e.msg);
     if (t->rank == 0) {
         printf("test: loss %.4f acc %.2f%%  (%d epochs in %.1f s)\n", test.loss, 100 * test.acc, t->cfg.epochs,
                total_s);

@@ -47,6 +47,10 @@ void comm_merge_moments(double *stats, int c);
  * only some ranks failed). */
 int comm_agree(int status, bn_err *e);
 
+/* For work only rank 0 does (file I/O): every rank returns rank 0's status,
+ * and e holds its message, unprefixed. Collective. */
+int comm_share(int status, bn_err *e);
+
 /* Prints "bnmpi: MSG" on stderr of the calling rank, then MPI_Abort(1): ends
  * every rank within seconds. For errors the other ranks cannot know about. */
 _Noreturn void comm_fail(const char *msg);

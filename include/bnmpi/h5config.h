@@ -18,6 +18,10 @@ int h5_attr_string(hid_t loc, const char *name, const char *v);
 /* Reads a string attribute into buf (n bytes); < 0 when absent or not a string. */
 int h5_attr_read_string(hid_t loc, const char *name, char *buf, size_t n);
 
+/* Makes tmp the file at path: fsync tmp, rename it over path, fsync the
+ * directory. A crash at any moment leaves path old or new, never partial. */
+int h5_replace_atomically(const char *tmp, const char *path, bn_err *e);
+
 typedef struct {
     const char *mpi_library;
     const char *hostname;

@@ -14,7 +14,11 @@
  *   /summary     attrs test_loss, test_acc, total_time_s, params_sha256 (of the
  *                final parameter buffer, identical on every rank by check)
  * Accuracies are fractions in [0, 1]; losses are mean cross-entropy (nats).
- * The file is flushed after every epoch. */
+ *
+ * Rank 0 keeps the rows in memory and rewrites the whole file after every
+ * epoch the way checkpoints are written (a temporary file, fsync, rename), so
+ * a run killed at any moment leaves a complete file with every finished epoch.
+ * The file is small: 40 bytes a step. */
 #ifndef BNMPI_METRICS_H
 #define BNMPI_METRICS_H
 
@@ -40,27 +44,36 @@ typedef struct {
 } step_row;
 
 typedef struct {
-    int64_t file;   /* hid_t; HDF5 stays inside metrics.c */
     char path[BN_PATH];
+    bn_config cfg;
+    run_facts facts;
+    char start_time[32];   /* the first run's, kept across resumes */
+    epoch_row *epochs;
+    step_row *steps;
+    size_t n_epochs, n_steps, cap_epochs, cap_steps;
+    int has_summary;
+    double test_loss, test_acc, total_time_s;
+    char params_sha256[65];
 } metrics_file;
 
 /* The default path: runs/<dataset>-bn_<mode>-h<hidden>-<opt>-gb<G>-np<P>-seed<S>-<UTC time>.h5,
  * with -2, -3, ... appended if that exists. Creates runs/ if missing. */
 int metrics_default_path(const bn_config *c, char *out, size_t n, bn_err *e);
-/* Creates the file; refuses an existing one unless force. Errors name the path
- * and why (missing directory, not writable, exists). */
-int metrics_create(metrics_file *m, const char *path, int force, bn_err *e);
-/* /config: the options plus the run's facts. */
-int metrics_write_config(metrics_file *m, const bn_config *c, const run_facts *f, bn_err *e);
-/* Reopens an existing file to continue a resumed run: keeps the first
- * keep_epochs rows of /epochs and keep_steps of /steps (rows a run wrote
- * after the checkpoint it resumes from are dropped) and removes /summary. */
-int metrics_reopen(metrics_file *m, const char *path, int keep_epochs, long long keep_steps, bn_err *e);
-/* Appends step rows, or one epoch row; then flushes. */
-int metrics_append_steps(metrics_file *m, const step_row *steps, int n_steps, bn_err *e);
-int metrics_append_epoch(metrics_file *m, const epoch_row *row, bn_err *e);
-int metrics_write_summary(metrics_file *m, double test_loss, double test_acc, double total_time_s,
-                          const char *params_sha256, bn_err *e);
+/* Checks that path can be created (its directory exists and is writable; an
+ * existing file only with force) and writes the file with /config and empty
+ * tables. Errors name the path and why. c and f are copied. */
+int metrics_create(metrics_file *m, const char *path, int force, const bn_config *c, const run_facts *f, bn_err *e);
+/* Continues a resumed run's file: reads its rows, keeps the first keep_epochs
+ * rows of /epochs and keep_steps of /steps (rows written after the
+ * checkpoint are dropped), drops /summary, keeps the first start_time. */
+int metrics_reopen(metrics_file *m, const char *path, int keep_epochs, long long keep_steps, const bn_config *c,
+                   const run_facts *f, bn_err *e);
+/* Add rows in memory; metrics_flush writes the file. */
+void metrics_add_steps(metrics_file *m, const step_row *steps, int n_steps);
+void metrics_add_epoch(metrics_file *m, const epoch_row *row);
+void metrics_set_summary(metrics_file *m, double test_loss, double test_acc, double total_time_s,
+                         const char *params_sha256);
+int metrics_flush(metrics_file *m, bn_err *e);
 void metrics_close(metrics_file *m);
 
 #endif

@@ -9,6 +9,7 @@ import argparse
 import hashlib
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -220,6 +221,285 @@ def case_nonfinite():
     check("non-finite loss at epoch 1, step" in err, f"message: {err!r}")
 
 
+# --- checkpoints, resume, signals, faults ------------------------------------
+
+TIMING = ("time_s", "comm_s", "samples_per_s")
+
+
+def same_metrics(a, b, what):
+    """/steps equal bit for bit; /epochs equal except the wall-clock columns;
+    the same final parameters."""
+    with h5py.File(a, "r") as fa, h5py.File(b, "r") as fb:
+        sa, sb = fa["steps"][:], fb["steps"][:]
+        check(len(sa) == len(sb), f"{what}: {len(sb)} step rows, expected {len(sa)} (duplicated or missing rows)")
+        check(sa.tobytes() == sb.tobytes(), f"{what}: step rows differ")
+        ea, eb = fa["epochs"][:], fb["epochs"][:]
+        check(list(ea["epoch"]) == list(eb["epoch"]), f"{what}: epochs {list(eb['epoch'])} vs {list(ea['epoch'])}")
+        for field in ea.dtype.names:
+            if field not in TIMING:
+                check(ea[field].tobytes() == eb[field].tobytes(), f"{what}: /epochs/{field} differs")
+        check(fa["summary"].attrs["params_sha256"] == fb["summary"].attrs["params_sha256"],
+              f"{what}: final parameters differ")
+
+
+def load_checkpoint(path):
+    """What a user relies on: it opens, says what it is, and holds the state."""
+    with h5py.File(path, "r") as f:
+        check(f.attrs["format"] == "bnmpi-checkpoint", f"{path}: format attribute")
+        st = f["state"]
+        for key in ("params/dense0.W", "params/dense1.b", "optimizer/m", "optimizer/t", "position", "epoch_sums",
+                    "epoch_steps", "rng/shuffle_seed"):
+            check(key in st, f"{path}: /state/{key} missing")
+        check(np.all(np.isfinite(st["params/dense0.W"][:])), f"{path}: non-finite parameters")
+        return [int(x) for x in st["position"][0]]
+
+
+CKPT = ["--train-limit", "4096", "--global-batch", "64", "--quiet", "--epochs", "3"]
+
+
+def case_resume_exact():
+    """Stopped after an epoch, or mid-epoch, then resumed at the same rank
+    count: metric rows and final parameters are bitwise identical to an
+    uninterrupted run, and the metrics file has no duplicated or missing rows."""
+    full = os.path.join(TMP, "full.h5")
+    run(2, *CKPT, "--metrics", full)
+    # after epoch 1: a 1-epoch run with a checkpoint, resumed to 3 epochs
+    part, ck = os.path.join(TMP, "part.h5"), os.path.join(TMP, "part.ckpt")
+    run(2, *CKPT, "--epochs", "1", "--metrics", part, "--checkpoint", ck)
+    check(load_checkpoint(ck) == [2, 0, 64], "checkpoint after epoch 1 is at epoch 2, step 0")
+    run(2, "--resume", ck, "--epochs", "3", "--quiet")
+    same_metrics(full, part, "resumed after epoch 1")
+    # mid-epoch: checkpoints every 10 steps, a fault after step 95 (epoch 2, step 31);
+    # the last checkpoint is at step 90; the metrics file holds epoch 1 only
+    mid, ck2 = os.path.join(TMP, "mid.h5"), os.path.join(TMP, "mid.ckpt")
+    env = dict(ENV, BNMPI_FAULT_RANK="1", BNMPI_FAULT_STEP="95")
+    p = subprocess.run([ARGS.mpiexec, "--oversubscribe", "-np", "2", ARGS.bnmpi, *CKPT, "--metrics", mid,
+                        "--checkpoint", ck2, "--checkpoint-every", "10"], env=env, capture_output=True, text=True,
+                       timeout=120)
+    check(p.returncode != 0 and "injected fault" in p.stderr, f"fault run: {p.returncode} {p.stderr!r}")
+    check(load_checkpoint(ck2) == [2, 26, 90], f"mid-epoch checkpoint position {load_checkpoint(ck2)}")
+    run(2, "--resume", ck2, "--quiet")
+    same_metrics(full, mid, "resumed mid-epoch after a crash")
+
+
+def case_signals():
+    """SIGUSR1 or SIGTERM to mpirun, or a signal to one rank only, ends the step
+    on every rank, writes a checkpoint and exits 75; resuming it gives the
+    uninterrupted run's results."""
+    full = os.path.join(TMP, "full.h5")
+    run(2, *CKPT, "--metrics", full)
+    # one rank signals itself after global step 70: the others learn at the next step
+    one, ck = os.path.join(TMP, "one.h5"), os.path.join(TMP, "one.ckpt")
+    env = dict(ENV, BNMPI_SIGNAL_RANK="1", BNMPI_SIGNAL_STEP="70")
+    p = subprocess.run([ARGS.mpiexec, "--oversubscribe", "-np", "2", ARGS.bnmpi, *CKPT, "--metrics", one,
+                        "--checkpoint", ck], env=env, capture_output=True, text=True, timeout=120)
+    check(p.returncode == 75, f"one-rank signal: exit {p.returncode}, expected 75: {p.stderr!r}")
+    check(load_checkpoint(ck) == [2, 7, 71], f"stopped after the next step, at {load_checkpoint(ck)}")
+    check("--resume " + ck in p.stderr, "the message says how to resume")
+    run(2, "--resume", ck, "--quiet")
+    same_metrics(full, one, "resumed after a one-rank signal")
+    # signals to mpirun itself, which forwards them to every rank
+    for sig in (signal.SIGUSR1, signal.SIGTERM):
+        path = os.path.join(TMP, f"sig{int(sig)}.h5")
+        proc = subprocess.Popen([ARGS.mpiexec, "--oversubscribe", "-np", "2", ARGS.bnmpi, "--epochs", "100",
+                                 "--train-limit", "8192", "--quiet", "--metrics", path], env=ENV,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 60
+        while not os.path.exists(path) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        time.sleep(1.5)  # mid-training
+        t0 = time.monotonic()
+        proc.send_signal(sig)
+        out, err = proc.communicate(timeout=60)
+        # the ranks exit 75; mpirun passes that on for SIGUSR1, but after a SIGTERM
+        # of its own it reports 1 (documented in the README)
+        expected = 75 if sig == signal.SIGUSR1 else 1
+        check(proc.returncode == expected, f"{sig.name} to mpirun: exit {proc.returncode}, expected {expected}: {err!r}")
+        check("bnmpi: stopped by a signal" in err, f"{sig.name}: no stop message: {err!r}")
+        check(time.monotonic() - t0 < 10, f"{sig.name}: took {time.monotonic() - t0:.1f} s to stop")
+        epoch, step, gstep = load_checkpoint(path[:-3] + ".ckpt.h5")
+        check(gstep > 0, f"{sig.name}: checkpoint at global step {gstep}")
+        print(f"{sig.name} to mpirun: stopped at epoch {epoch} step {step}, exit {proc.returncode}")
+
+
+def case_elastic_resume():
+    """A checkpoint from np=2 resumes at np=4 and one from np=4 at np=2 with
+    the global batch unchanged: sync BN continues the same computation up to
+    floating-point order. In local mode the BN batch changes: a warning says so."""
+    for src, dst in ((2, 4), (4, 2)):
+        full = os.path.join(TMP, f"full{src}.h5")
+        run(src, *CKPT, "--metrics", full)
+        part, ck = os.path.join(TMP, f"part{src}.h5"), os.path.join(TMP, f"part{src}.ckpt")
+        run(src, *CKPT, "--epochs", "1", "--metrics", part, "--checkpoint", ck)
+        run(dst, "--resume", ck, "--epochs", "3", "--quiet")
+        with h5py.File(full, "r") as fa, h5py.File(part, "r") as fb:
+            la, lb = fa["steps"]["loss"], fb["steps"]["loss"]
+            check(len(la) == len(lb), "same number of steps")
+            rel = float(np.max(np.abs(la - lb) / np.abs(la)))
+            print(f"np {src} -> {dst}: max relative step-loss difference {rel:.2e}")
+            check(rel < 1e-3, f"np {src} -> {dst}: step losses differ by {rel:.2e}")
+            check(abs(fa["summary"].attrs["test_acc"] - fb["summary"].attrs["test_acc"]) < 0.005, "test accuracy")
+    ck = os.path.join(TMP, "local.ckpt")
+    run(2, *CKPT, "--epochs", "1", "--bn", "local", "--metrics", os.path.join(TMP, "local.h5"), "--checkpoint", ck)
+    rc, out, err, _ = run(4, "--resume", ck, "--epochs", "2", "--quiet")
+    check("warning" in err and "BN batch changes from 32 to 16" in err, f"local-mode warning: {err!r}")
+
+
+def case_one_rank_fault():
+    """An error on one rank only brings down every rank within seconds, with
+    that rank's message: no hang (np=4)."""
+    env = dict(ENV, BNMPI_FAULT_RANK="2", BNMPI_FAULT_STEP="5")
+    t0 = time.monotonic()
+    p = subprocess.run([ARGS.mpiexec, "--oversubscribe", "-np", "4", ARGS.bnmpi, *QUICK,
+                        "--metrics", os.path.join(TMP, "f.h5")], env=env, capture_output=True, text=True,
+                       timeout=120)
+    took = time.monotonic() - t0
+    check(p.returncode != 0, "a failed rank must fail the job")
+    check("bnmpi: rank 2: injected fault after global step 5" in p.stderr, f"message: {p.stderr!r}")
+    check(took < 30, f"took {took:.1f} s")
+    print(f"one-rank fault at np=4: exit {p.returncode} after {took:.1f} s")
+
+
+def case_nonfinite_keeps_checkpoint():
+    """A diverging run leaves the last good checkpoint as it was."""
+    ck = os.path.join(TMP, "good.ckpt")
+    rc, out, err, _ = run(2, *QUICK, "--lr", "1e6", "--optimizer", "sgd", "--checkpoint", ck,
+                          "--checkpoint-every", "2", "--metrics", os.path.join(TMP, "nan.h5"), expect=1)
+    check("non-finite loss at epoch 1, step 5" in err, f"message: {err!r}")
+    check(load_checkpoint(ck) == [1, 4, 4], "the checkpoint is the last good one, at step 4")
+    with h5py.File(os.path.join(TMP, "nan.h5"), "r") as f:
+        check(len(f["steps"]) == 5 and not np.isfinite(f["steps"]["loss"][-1]), "steps up to the failure kept")
+
+
+def case_sigkill_leaves_readable_files():
+    """SIGKILL at random moments: the checkpoint (written every step) always
+    loads as one complete checkpoint, and the metrics file opens in h5dump and
+    h5py with every completed epoch."""
+    rng = np.random.default_rng(7)
+    path, ck = os.path.join(TMP, "k.h5"), os.path.join(TMP, "k.ckpt")
+    for i in range(8):
+        resume = ["--resume", ck] if os.path.exists(ck) else ["--metrics", path, "--checkpoint", ck]
+        proc = subprocess.Popen([ARGS.mpiexec, "--oversubscribe", "-np", "2", ARGS.bnmpi, "--train-limit", "2048",
+                                 "--epochs", "1000", "--quiet", "--checkpoint-every", "1", *resume], env=ENV,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        deadline = time.monotonic() + 60
+        while not os.path.exists(ck) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(float(rng.uniform(0.2, 1.5)))
+        os.killpg(proc.pid, signal.SIGKILL)  # mpirun and its ranks
+        proc.wait()
+        epoch, step, gstep = load_checkpoint(ck)
+        dump = subprocess.run(["h5dump", "-H", path], capture_output=True, text=True)
+        check(dump.returncode == 0, f"kill {i}: h5dump cannot read the metrics file: {dump.stderr[:300]}")
+        with h5py.File(path, "r") as f:
+            done = list(f["epochs"]["epoch"])
+            check(done == list(range(1, len(done) + 1)) and len(done) >= epoch - 1,
+                  f"kill {i}: epochs {done} in the metrics, the checkpoint is in epoch {epoch}")
+        print(f"kill {i}: checkpoint at epoch {epoch} step {step} (global step {gstep}); metrics readable")
+
+
+def case_bad_checkpoints():
+    """--resume of something that is not this run's checkpoint: one line naming
+    the file and the mismatch; nothing written."""
+    ck = os.path.join(TMP, "h128.ckpt")
+    run(2, *QUICK, "--hidden", "128", "--checkpoint", ck, "--metrics", os.path.join(TMP, "h128.h5"))
+    text = os.path.join(TMP, "notes.txt")
+    open(text, "w").write("not a checkpoint\n")
+    truncated = os.path.join(TMP, "cut.ckpt")
+    data = open(ck, "rb").read()
+    open(truncated, "wb").write(data[: len(data) // 2])
+    metrics = os.path.join(TMP, "h128.h5")
+    before = {p: hashlib.sha256(open(p, "rb").read()).hexdigest() for p in (ck, text, truncated, metrics)}
+    cases = [
+        (["--resume", ck, "--hidden", "256"], 2, "--hidden 256 differs from the checkpoint's 128"),
+        (["--resume", ck, "--bn", "none"], 2, "--bn none differs from the checkpoint's sync"),
+        (["--resume", truncated], 1, "truncated"),
+        (["--resume", text], 1, "not an HDF5 file"),
+        (["--resume", metrics], 1, "this is a bnmpi metrics file"),
+        (["--resume", os.path.join(TMP, "missing.ckpt")], 1, "No such file"),
+        (["--resume", TMP], 1, "not a regular file"),
+        (["--resume", ck, "--global-batch", "128"], 2, "--global-batch 128 differs"),
+        (["--checkpoint", ck, "--metrics", os.path.join(TMP, "new.h5")], 1, "file exists"),
+    ]
+    for flags, code, needle in cases:
+        rc, out, err, took = run(2, *flags, expect=code, timeout=60)
+        lines = [l for l in err.splitlines() if l.startswith("bnmpi:")]
+        check(len(lines) == 1 and needle in lines[0], f"{flags}: expected one line with {needle!r}, got {err!r}")
+        print(f"ok {flags}: {lines[0]}")
+    after = {p: hashlib.sha256(open(p, "rb").read()).hexdigest() for p in before}
+    check(before == after, "a file was modified")
+    check(not os.path.exists(os.path.join(TMP, "new.h5")), "a refused run created its metrics file")
+
+
+IDX_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+
+
+def case_bad_idx():
+    """Each malformed data file gets one line naming the file and what was
+    wrong, exit 1 on every rank."""
+    import gzip
+    import struct
+    src = ARGS.data
+    def variant(name, mutate):
+        d = os.path.join(TMP, name)
+        os.makedirs(d)
+        for f in IDX_FILES:
+            os.symlink(os.path.join(src, f), os.path.join(d, f))
+        mutate(d)
+        return d
+    def replace(d, f, data):
+        os.unlink(os.path.join(d, f))
+        with open(os.path.join(d, f), "wb") as fh:
+            fh.write(data)
+    labels = open(os.path.join(src, "train-labels-idx1-ubyte"), "rb").read()
+    images = open(os.path.join(src, "t10k-images-idx3-ubyte"), "rb").read()
+    bad_label = bytearray(labels); bad_label[8 + 100] = 11
+    cases = [
+        ("magic", lambda d: replace(d, "train-labels-idx1-ubyte", b"\0\0\x08\x03" + labels[4:]), "wrong magic"),
+        ("header", lambda d: replace(d, "train-labels-idx1-ubyte", labels[:6]), "truncated header"),
+        ("data", lambda d: replace(d, "t10k-images-idx3-ubyte", images[:100000]), "truncated data"),
+        ("trailing", lambda d: replace(d, "t10k-images-idx3-ubyte", images + b"\0" * 7), "disagree"),
+        ("label", lambda d: replace(d, "train-labels-idx1-ubyte", bytes(bad_label)), "label 11"),
+        ("count", lambda d: replace(d, "train-labels-idx1-ubyte",
+                                    labels[:4] + struct.pack(">I", 59999) + labels[8:-1]), "59999 labels"),
+        ("empty", lambda d: replace(d, "train-labels-idx1-ubyte", b""), "empty"),
+        ("dir", lambda d: (os.unlink(os.path.join(d, "train-labels-idx1-ubyte")),
+                           os.mkdir(os.path.join(d, "train-labels-idx1-ubyte"))), "directory"),
+        ("gz", lambda d: (os.unlink(os.path.join(d, "train-labels-idx1-ubyte")),
+                          open(os.path.join(d, "train-labels-idx1-ubyte.gz"), "wb").write(
+                              gzip.compress(labels)[:20000])), "corrupt gzip"),
+    ]
+    for name, mutate, needle in cases:
+        d = variant(name, mutate)
+        rc, out, err, took = run(2, *QUICK, "--data", d, "--metrics", os.path.join(TMP, name + ".h5"), expect=1)
+        lines = [l for l in err.splitlines() if l.startswith("bnmpi:")]
+        check(len(lines) == 1 and needle in lines[0] and d in lines[0],
+              f"{name}: expected one line naming {d} with {needle!r}, got {err!r}")
+        check(not os.path.exists(os.path.join(TMP, name + ".h5")), f"{name}: a metrics file was created")
+        print(f"ok {name}: {lines[0]}")
+
+
+def case_readonly_metrics_dir():
+    """A metrics path in a directory this user cannot write: one line, exit 1.
+    Root writes anywhere, so the run goes through a non-root user when the
+    test is root (skipped where no such user exists)."""
+    d = os.path.join(TMP, "ro")
+    os.makedirs(d)
+    os.chmod(d, 0o555)
+    os.chmod(TMP, 0o755)
+    cmd = [ARGS.mpiexec, "-np", "2", ARGS.bnmpi, *QUICK, "--metrics", os.path.join(d, "m.h5")]
+    if os.geteuid() == 0:
+        if shutil.which("runuser") is None:
+            print("SKIP: runuser missing")
+            return
+        cmd = ["runuser", "-u", "nobody", "--", *cmd]
+    p = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=120)
+    lines = [l for l in p.stderr.splitlines() if l.startswith("bnmpi:")]
+    check(p.returncode == 1 and len(lines) == 1 and "is not writable" in lines[0],
+          f"exit {p.returncode}, stderr {p.stderr!r}")
+    print(f"ok: {lines[0]}")
+
+
 def main():
     global ARGS, TMP
     cases = {k[5:]: v for k, v in globals().items() if k.startswith("case_")}
@@ -228,6 +508,7 @@ def main():
     p.add_argument("--bnmpi", required=True)
     p.add_argument("--mpiexec", required=True)
     p.add_argument("--readme")
+    p.add_argument("--data", help="the MNIST folder, for tests that make broken copies of it")
     ARGS = p.parse_args()
     TMP = tempfile.mkdtemp(prefix="bnmpi-e2e-")
     try:
