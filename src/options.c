@@ -445,7 +445,8 @@ void options_help(FILE *f) {
             "  %-22s print the option list as the README's Markdown table\n"
             "  %-22s print the version\n"
             "\nExit status: 0 done; 1 runtime error (data, file, non-finite loss); 2 bad\n"
-            "command line or configuration.\n",
+            "command line or configuration; 75 stopped by SIGTERM/SIGUSR1/SIGINT after\n"
+            "writing a checkpoint (continue with --resume).\n",
             "--help", "--help-markdown", "--version");
 }
 
