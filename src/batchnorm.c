@@ -9,8 +9,9 @@
 #include "bnmpi/comm.h"
 #include "bnmpi/common.h"
 
-void bn_layer_init(bn_layer *l, int c, float eps, float momentum, int sync) {
+void bn_layer_init(bn_layer *l, int c, float eps, float momentum, int sync, int ghost) {
     l->c = c;
+    l->ghost = ghost;
     l->eps = eps;
     l->momentum = momentum;
     l->sync = sync;
@@ -26,11 +27,9 @@ void bn_layer_free(bn_layer *l) {
     memset(l, 0, sizeof *l);
 }
 
-void bn_forward_train(bn_layer *l, float *y, float *xhat, float *inv_std, const float *x,
-                      const float *gamma, const float *beta, float *running_mean, float *running_var, int B) {
-    const int c = l->c;
-    double *mean = l->stats + 1, *m2 = l->stats + 1 + c;
-    memset(l->stats, 0, sizeof(double) * (size_t)(1 + 2 * c));
+static void local_moments(double *stats, const float *x, int B, int c) {
+    double *mean = stats + 1, *m2 = stats + 1 + c;
+    memset(stats, 0, sizeof(double) * (size_t)(1 + 2 * c));
     for (int i = 0; i < B; i++) {
         const float *row = x + (size_t)i * c;
         for (int j = 0; j < c; j++) mean[j] += row[j];
@@ -43,8 +42,28 @@ void bn_forward_train(bn_layer *l, float *y, float *xhat, float *inv_std, const 
             m2[j] += d * d;
         }
     }
-    l->stats[0] = B;
-    if (l->sync) comm_merge_moments(l->stats, c);
+    stats[0] = B;
+}
+
+void bn_accumulate_moments(double *acc, const float *x, int B, int c) {
+    double *batch = bn_calloc((size_t)(1 + 2 * c), sizeof(double));
+    local_moments(batch, x, B, c);
+    const double na = acc[0], nb = batch[0], n = na + nb;
+    for (int j = 0; j < c; j++) {
+        const double d = batch[1 + j] - acc[1 + j];
+        acc[1 + j] = (na * acc[1 + j] + nb * batch[1 + j]) / n;
+        acc[1 + c + j] += batch[1 + c + j] + d * d * na * nb / n;
+    }
+    acc[0] = n;
+    free(batch);
+}
+
+static void forward_chunk(bn_layer *l, float *y, float *xhat, float *inv_std, const float *x, const float *gamma,
+                          const float *beta, float *running_mean, float *running_var, int B) {
+    const int c = l->c;
+    double *mean = l->stats + 1, *m2 = l->stats + 1 + c;
+    local_moments(l->stats, x, B, c);
+    if (l->sync) comm_merge_moments(l->stats, c, COMM_BN_GROUP);
     const double n = l->stats[0];
     const double unbias = n > 1 ? n / (n - 1) : 1.0;
     const float m = l->momentum;
@@ -67,8 +86,18 @@ void bn_forward_train(bn_layer *l, float *y, float *xhat, float *inv_std, const 
     }
 }
 
-void bn_backward(bn_layer *l, float *dx, float *dgamma, float *dbeta, const float *dy, const float *xhat,
-                 const float *inv_std, const float *gamma, int B) {
+void bn_forward_train(bn_layer *l, float *y, float *xhat, float *inv_std, const float *x,
+                      const float *gamma, const float *beta, float *running_mean, float *running_var, int B) {
+    const int K = l->ghost ? l->ghost : B;
+    for (int r = 0, k = 0; r < B; r += K, k++) {
+        const size_t off = (size_t)r * l->c;
+        forward_chunk(l, y + off, xhat + off, inv_std + (size_t)k * l->c, x + off, gamma, beta, running_mean,
+                      running_var, BN_MIN(K, B - r));
+    }
+}
+
+static void backward_chunk(bn_layer *l, float *dx, float *dgamma, float *dbeta, const float *dy, const float *xhat,
+                           const float *inv_std, const float *gamma, int B) {
     const int c = l->c;
     double *sum_dy = l->sums, *sum_dyh = l->sums + c;
     memset(l->sums, 0, sizeof(double) * (size_t)(2 * c));
@@ -99,6 +128,16 @@ void bn_backward(bn_layer *l, float *dx, float *dgamma, float *dbeta, const floa
         const float *g = dy + (size_t)i * c, *h = xhat + (size_t)i * c;
         float *d = dx + (size_t)i * c;
         for (int j = 0; j < c; j++) d[j] = a[j] * (g[j] - mdy[j] - h[j] * mdyh[j]);
+    }
+}
+
+void bn_backward(bn_layer *l, float *dx, float *dgamma, float *dbeta, const float *dy, const float *xhat,
+                 const float *inv_std, const float *gamma, int B) {
+    const int K = l->ghost ? l->ghost : B;
+    for (int r = 0, k = 0; r < B; r += K, k++) {
+        const size_t off = (size_t)r * l->c;
+        backward_chunk(l, dx + off, dgamma, dbeta, dy + off, xhat + off, inv_std + (size_t)k * l->c, gamma,
+                       BN_MIN(K, B - r));
     }
 }
 

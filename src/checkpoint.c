@@ -138,7 +138,7 @@ int checkpoint_read_config(const char *path, bn_config *saved, char sha256[4][65
     comm_bcast_chars(&sha256[0][0], 4 * 65, 0);
     int64_t n = *saved_ranks;
     comm_bcast_i64(&n, 1, 0);
-    *saved_ranks = (int)n;
+    *saved_ranks = saved->n_ranks = (int)n;
     return BN_OK;
 }
 

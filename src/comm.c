@@ -132,8 +132,8 @@ static void merge_moments_op(void *in, void *inout, int *len, MPI_Datatype *type
     }
 }
 
-void comm_merge_moments(double *stats, int c) {
-    if (bn_group_size == 1) return;
+void comm_merge_moments(double *stats, int c, comm_group g) {
+    if ((g == COMM_BN_GROUP ? bn_group_size : world_size) == 1) return;
     double t0 = bn_now();
     if (c != moments_channels) {
         if (moments_type != MPI_DATATYPE_NULL) MPI_Type_free(&moments_type);
@@ -142,7 +142,7 @@ void comm_merge_moments(double *stats, int c) {
         MPI_Type_commit(&moments_type);
         moments_channels = c;
     }
-    MPI_Allreduce(MPI_IN_PLACE, stats, 1, moments_type, moments_op, bn_comm);
+    MPI_Allreduce(MPI_IN_PLACE, stats, 1, moments_type, moments_op, group_comm(g));
     bn_timers[T_BN_COMM] += bn_now() - t0;
 }
 

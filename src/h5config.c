@@ -133,6 +133,7 @@ int h5config_write(hid_t loc, const char *name, const bn_config *c, const run_fa
     bad |= h5_attr_int(g, "local_batch", c->batch) < 0;
     bad |= h5_attr_int(g, "global_batch", c->global_batch) < 0;
     bad |= h5_attr_int(g, "bn_batch", c->bn_batch) < 0;
+    bad |= h5_attr_double(g, "lr_peak", c->lr_peak) < 0;
     bad |= h5_attr_string(g, "bnmpi_version", BNMPI_VERSION) < 0;
     bad |= h5_attr_string(g, "mpi_library", f->mpi_library) < 0;
     bad |= h5_attr_string(g, "hostname", f->hostname) < 0;

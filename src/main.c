@@ -48,10 +48,20 @@ static void print_header(const trainer *t) {
     if (c->bn == BN_NONE)
         printf("model: %s, no BN, %zu parameters, %s lr %g\n", arch, t->model.n_params, optimizer_name(c->optimizer),
                c->lr);
-    else
-        printf("model: %s, BN %s %s ReLU (BN batch %d), %zu parameters, %s lr %g\n", arch, bn_mode_name(c->bn),
+    else {
+        char how[64];
+        if (c->ghost_batch) snprintf(how, sizeof how, "ghost batches of %d", c->ghost_batch);
+        else if (c->bn_group == 1) snprintf(how, sizeof how, "local");
+        else if (c->bn_group == t->size) snprintf(how, sizeof how, "sync");
+        else snprintf(how, sizeof how, "sync in groups of %d ranks", c->bn_group);
+        printf("model: %s, BN %s %s ReLU (BN batch %d), %zu parameters, %s lr %g\n", arch, how,
                c->bn_place == BN_BEFORE_RELU ? "before" : "after", c->bn_batch, t->model.n_params,
                optimizer_name(c->optimizer), c->lr);
+    }
+    if (c->lr_peak != c->lr || c->warmup_epochs > 0)
+        printf("lr: %g scaled %s by %d/%d to %g, warm-up over %g epochs\n", c->lr,
+               c->lr_scale == LR_SCALE_SQRT ? "(sqrt)" : c->lr_scale == LR_SCALE_LINEAR ? "(linear)" : "(none)",
+               c->global_batch, c->lr_ref_batch, c->lr_peak, c->warmup_epochs);
     options_print(c, stdout);
     printf("metrics: %s\n", t->metrics.path);
     if (c->resume[0])
@@ -98,7 +108,7 @@ int main(int argc, char **argv) {
                                         c->resume, c->global_batch, t.size, saved_global_batch, saved_global_batch,
                                         saved_global_batch / t.size),
                                e.msg));
-    check(c->bn == BN_SYNC ? comm_set_bn_group(t.size, &e) : BN_OK, &e, EXIT_USAGE);
+    check(comm_set_bn_group(c->bn == BN_NONE ? 1 : c->bn_group, &e), &e, EXIT_USAGE);
 
     t.threads = threads_policy(c->threads, comm_node_size());
     threads_apply(t.threads);

@@ -53,7 +53,7 @@ void mlp_init(mlp *m, const bn_config *c, int cap) {
         m->rmean[l] = add_view(m, name, VIEW_STATE, &scur, w, 1, 0);
         snprintf(name, sizeof name, "bn%d.running_var", l);
         m->rvar[l] = add_view(m, name, VIEW_STATE, &scur, w, 1, 0);
-        bn_layer_init(&m->bn[l], w, (float)c->bn_eps, (float)c->bn_momentum, c->bn == BN_SYNC);
+        bn_layer_init(&m->bn[l], w, (float)c->bn_eps, (float)c->bn_momentum, c->bn_group > 1, c->ghost_batch);
     }
     m->n_params = pcur;
     m->n_state = scur;
@@ -73,7 +73,9 @@ void mlp_init(mlp *m, const bn_config *c, int cap) {
         if (m->bn_mode != BN_NONE) {
             m->mid[l] = bn_alloc_floats(n);
             m->xhat[l] = bn_alloc_floats(n);
-            m->inv_std[l] = bn_alloc_floats((size_t)m->dims[l + 1]);
+            const int chunks = c->ghost_batch ? (cap + c->ghost_batch - 1) / c->ghost_batch : 1;
+            m->inv_std[l] = bn_alloc_floats((size_t)chunks * m->dims[l + 1]);
+            m->pop[l] = bn_calloc((size_t)(1 + 2 * m->dims[l + 1]), sizeof(double));
         }
     }
     m->dbuf[0] = bn_alloc_floats((size_t)cap * widest);
@@ -93,6 +95,7 @@ void mlp_free(mlp *m) {
         free(m->mid[l]);
         free(m->xhat[l]);
         free(m->inv_std[l]);
+        free(m->pop[l]);
         if (m->bn_mode != BN_NONE) bn_layer_free(&m->bn[l]);
     }
     free(m->dbuf[0]);
@@ -147,6 +150,7 @@ static const float *forward(mlp *m, int B, int train) {
             src = m->mid[l];
             dst = m->out[l];
         }
+        if (train && m->collecting) bn_accumulate_moments(m->pop[l], src, B, w);
         if (train)
             bn_forward_train(&m->bn[l], dst, m->xhat[l], m->inv_std[l], src, g, be, mlp_param(m, m->rmean[l]),
                              mlp_param(m, m->rvar[l]), B);
@@ -210,4 +214,36 @@ void mlp_prepare_eval(mlp *m) {
         for (size_t j = 0; j < vv->count; j++) m->eval_state[vv->offset + j] = (float)(buf[vv->offset + j] / P);
     }
     free(buf);
+}
+
+void mlp_population_reset(mlp *m) {
+    for (int l = 0; l < m->n_hidden && m->bn_mode != BN_NONE; l++)
+        memset(m->pop[l], 0, sizeof(double) * (size_t)(1 + 2 * m->dims[l + 1]));
+}
+
+void mlp_population_add(mlp *m, int B) {
+    float keep[BN_MAX_HIDDEN];
+    for (int l = 0; l < m->n_hidden && m->bn_mode != BN_NONE; l++) {
+        keep[l] = m->bn[l].momentum;
+        m->bn[l].momentum = 1.0f; /* r = 1*r + 0*batch: running statistics stay */
+    }
+    m->collecting = 1;
+    mlp_forward_train(m, B);
+    m->collecting = 0;
+    for (int l = 0; l < m->n_hidden && m->bn_mode != BN_NONE; l++) m->bn[l].momentum = keep[l];
+}
+
+void mlp_population_finish(mlp *m) {
+    for (int l = 0; l < m->n_hidden && m->bn_mode != BN_NONE; l++) {
+        const int c = m->dims[l + 1];
+        double *pop = m->pop[l];
+        comm_merge_moments(pop, c, COMM_WORLD_GROUP);
+        const double n = pop[0], bessel = n > 1 ? n - 1 : 1;
+        float *mean = mlp_param(m, m->rmean[l]), *var = mlp_param(m, m->rvar[l]);
+        for (int j = 0; j < c; j++) {
+            mean[j] = (float)pop[1 + j];
+            var[j] = (float)(pop[1 + c + j] / bessel);
+        }
+    }
+    memcpy(m->eval_state, m->state, sizeof(float) * m->n_state);
 }

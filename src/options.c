@@ -55,6 +55,15 @@ static const opt_def table[] = {
      "BN before the ReLU (Ioffe & Szegedy) or after it (the notebook)", 0},
     {NULL, "bn-momentum", K_DOUBLE, F(bn_momentum), 0, "0.99", "M", NULL, 0, 1, 0, 0,
      "running statistics: r = M*r + (1-M)*batch (Keras convention)", 0},
+    {NULL, "bn-group", K_INT, F(bn_group), 0, "auto", "G", NULL, 1, 1 << 20, 0, 1,
+     "synchronise BN statistics within groups of G consecutive ranks (G divides the rank count); "
+     "auto: 1 for --bn local, all ranks for --bn sync; BN batch = batch x G", 0},
+    {NULL, "ghost-batch", K_INT, F(ghost_batch), 0, "0", "K", NULL, 0, 1 << 20, 0, 0,
+     "ghost batch norm: statistics over virtual batches of K samples inside a rank's batch (with --bn "
+     "local; K divides --batch); 0 = off", 0},
+    {NULL, "bn-eval", K_CHOICE, F(bn_eval), 0, "running", "HOW", "running|recompute", 0, 0, 0, 0,
+     "statistics for evaluation: the running averages, or recomputed before each evaluation from one "
+     "pass over the training set (count-weighted over ranks, Bessel-corrected)", 0},
     {NULL, "bn-eps", K_DOUBLE, F(bn_eps), 0, "0.001", "E", NULL, 0, 1, 1, 0,
      "added to the variance inside the square root (Keras default)", 0},
 
@@ -68,6 +77,12 @@ static const opt_def table[] = {
      "Adam with Keras defaults, or SGD (with --momentum, --nesterov, --weight-decay)", 0},
     {NULL, "lr", K_DOUBLE, F(lr), 0, "auto", "LR", NULL, 0, 1e9, 1, 1,
      "learning rate; auto: 0.001 for adam, 0.01 for sgd (Keras defaults)", 0},
+    {NULL, "lr-scale", K_CHOICE, F(lr_scale), 0, "none", "RULE", "none|linear|sqrt", 0, 0, 0, 0,
+     "scale --lr by global-batch / lr-ref-batch (linear, Goyal et al.) or its square root (Hoffer et al.)", 0},
+    {NULL, "lr-ref-batch", K_INT, F(lr_ref_batch), 0, "32", "N", NULL, 1, 1 << 24, 0, 0,
+     "the global batch at which --lr is meant", 0},
+    {NULL, "warmup-epochs", K_DOUBLE, F(warmup_epochs), 0, "0", "E", NULL, 0, 1e6, 0, 0,
+     "raise the learning rate linearly from 0 to its scaled value over the first E epochs, per step", 0},
     {NULL, "beta1", K_DOUBLE, F(beta1), 0, "0.9", "B", NULL, 0, 1, 0, 0, "Adam beta1", 0},
     {NULL, "beta2", K_DOUBLE, F(beta2), 0, "0.999", "B", NULL, 0, 1, 0, 0, "Adam beta2", 0},
     {NULL, "adam-eps", K_DOUBLE, F(adam_eps), 0, "1e-7", "E", NULL, 0, 1, 1, 0,
@@ -286,10 +301,26 @@ int options_resolve(bn_config *c, int n_ranks, bn_err *e) {
         return bn_fail(e, "--nesterov: applies to --optimizer sgd only");
     if (c->nesterov && c->momentum == 0.0)
         return bn_fail(e, "--nesterov: needs --momentum > 0");
-    if (c->bn != BN_NONE && (c->bn == BN_LOCAL ? c->batch : c->global_batch) < 2)
-        return bn_fail(e, "--bn %s: needs at least 2 samples per BN batch, got %d",
-                       bn_mode_name(c->bn), c->bn == BN_LOCAL ? c->batch : c->global_batch);
-    c->bn_batch = c->bn == BN_NONE ? 0 : c->bn == BN_LOCAL ? c->batch : c->global_batch;
+    if (c->bn == BN_NONE && (c->bn_group || c->ghost_batch))
+        return bn_fail(e, "--%s: needs batch norm, but --bn is none", c->bn_group ? "bn-group" : "ghost-batch");
+    if (c->bn == BN_LOCAL && c->bn_group > 1)
+        return bn_fail(e, "--bn-group %d: --bn local means groups of 1; use --bn sync --bn-group %d", c->bn_group,
+                       c->bn_group);
+    if (!c->bn_group) c->bn_group = c->bn == BN_SYNC ? n_ranks : 1;
+    if (n_ranks % c->bn_group != 0)
+        return bn_fail(e, "--bn-group %d: does not divide the %d ranks", c->bn_group, n_ranks);
+    if (c->ghost_batch) {
+        if (c->bn_group > 1)
+            return bn_fail(e, "--ghost-batch: works within one rank's batch; use it with --bn local (the BN group "
+                              "here is %d ranks)", c->bn_group);
+        if (c->batch % c->ghost_batch != 0)
+            return bn_fail(e, "--ghost-batch %d: does not divide the per-rank batch %d", c->ghost_batch, c->batch);
+    }
+    c->bn_batch = c->bn == BN_NONE ? 0 : c->ghost_batch ? c->ghost_batch : c->batch * c->bn_group;
+    if (c->bn != BN_NONE && c->bn_batch < 2)
+        return bn_fail(e, "--bn %s: needs at least 2 samples per BN batch, got %d", bn_mode_name(c->bn), c->bn_batch);
+    const double ratio = (double)c->global_batch / c->lr_ref_batch;
+    c->lr_peak = c->lr * (c->lr_scale == LR_SCALE_LINEAR ? ratio : c->lr_scale == LR_SCALE_SQRT ? sqrt(ratio) : 1.0);
     return BN_OK;
 }
 
@@ -342,6 +373,9 @@ int options_merge_resume(bn_config *c, const bn_config *saved, bn_err *e) {
         memcpy(dst, src, size);
     }
     if (!c->given[option_index("batch")]) c->batch = 0; /* re-derived from the global batch */
+    /* a sync run's group was "all ranks": it stays that at another rank count */
+    if (!c->given[option_index("bn-group")] && saved->bn == BN_SYNC && saved->bn_group == saved->n_ranks)
+        c->bn_group = 0;
     return BN_OK;
 }
 
@@ -381,7 +415,7 @@ void options_print(const bn_config *c, FILE *f) {
     col = 7;
     for (int i = 0; i < N_OPTS; i++) {
         opt_value v;
-        char item[BN_PATH + 64];
+        char item[BN_PATH + 256];
         options_value(c, i, &v);
         if (v.kind == OV_INT) snprintf(item, sizeof item, "%s=%lld", v.name, v.i);
         else if (v.kind == OV_DOUBLE) snprintf(item, sizeof item, "%s=%g", v.name, v.d);

@@ -131,6 +131,28 @@ static int flush_metrics(trainer *t, bn_err *e) {
     return comm_share(t->rank == 0 ? metrics_flush(&t->metrics, e) : BN_OK, e);
 }
 
+/* The learning rate of the step after `done` steps: lr_peak (--lr after
+ * --lr-scale), ramped linearly from 0 over the first --warmup-epochs. */
+static double lr_at(const trainer *t, int64_t done) {
+    const double warm = t->cfg.warmup_epochs * t->samp.steps_per_epoch;
+    if (warm > 0 && (double)done < warm) return t->cfg.lr_peak * ((double)done + 1) / warm;
+    return t->cfg.lr_peak;
+}
+
+/* --bn-eval recompute: population statistics from one training-mode pass
+ * over the training set, each rank taking an equal share of whole batches. */
+static void recompute_bn_statistics(trainer *t) {
+    mlp *m = &t->model;
+    const int b = t->cfg.batch, per_rank = t->data.n_train / t->size / b * b;
+    mlp_population_reset(m);
+    for (int start = t->rank * per_rank, end = start + per_rank; start < end; start += b) {
+        dataset_gather(m->x, t->labels, &t->data.train_images, &t->data.train_labels, t->data.train_idx + start,
+                       NULL, b);
+        mlp_population_add(m, b);
+    }
+    mlp_population_finish(m);
+}
+
 typedef enum { EPOCH_DONE, EPOCH_STOPPED, EPOCH_FAILED } epoch_status;
 
 /* Runs the steps of epoch position[0] from position[1] on. */
@@ -155,6 +177,7 @@ static epoch_status train_epoch(trainer *t, bn_err *e) {
         mlp_backward(m, b);
         comm_allreduce_sum_f32(m->grads, n + MLP_GRAD_TAIL, COMM_WORLD_GROUP, T_GRAD_COMM);
         const double step_loss = tail[TAIL_LOSS] / G, step_acc = tail[TAIL_CORRECT] / G;
+        t->opt.lr = lr_at(t, t->position[2]);
         double *row = t->steps + (size_t)s * STEP_COLS;
         row[0] = (double)(t->position[2] + 1);
         row[1] = epoch;
@@ -193,7 +216,8 @@ static int finish_epoch(trainer *t, double t0, bn_err *e) {
     epoch_row row = {.epoch = (int32_t)t->position[0], .lr = t->opt.lr};
     row.train_loss = t->epoch_sums[0] / ((double)steps * G);
     row.train_acc = t->epoch_sums[1] / ((double)steps * G);
-    mlp_prepare_eval(&t->model);
+    if (t->cfg.bn_eval == BN_EVAL_RECOMPUTE && t->cfg.bn != BN_NONE) recompute_bn_statistics(t);
+    else mlp_prepare_eval(&t->model);
     eval_result val = evaluate(t, &t->data.train_images, &t->data.train_labels, t->data.val_idx, t->data.n_val);
     row.val_loss = val.loss;
     row.val_acc = val.acc;

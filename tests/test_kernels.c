@@ -134,7 +134,7 @@ static void test_batchnorm_gradient(void **state) {
     (void)state;
     bn_ctx c = {.B = 6, .c = 3};
     size_t n = (size_t)c.B * c.c;
-    bn_layer_init(&c.l, c.c, 1e-3f, 0.99f, 0);
+    bn_layer_init(&c.l, c.c, 1e-3f, 0.99f, 0, 0);
     c.x = random_floats(n, 2), c.y = bn_alloc_floats(n), c.xhat = bn_alloc_floats(n);
     c.inv_std = bn_alloc_floats(3), c.gamma = random_floats(3, 2), c.beta = random_floats(3, 1);
     c.rm = bn_alloc_floats(3), c.rv = bn_alloc_floats(3), c.r = random_floats(n, 1);
@@ -164,13 +164,51 @@ static void test_batchnorm_running_stats(void **state) {
     (void)state;
     /* one step from r = (0, 1) with momentum 0.9 on x = {1, 2, 3, 6}: mean 3, unbiased var 14/3 */
     bn_layer l;
-    bn_layer_init(&l, 1, 1e-3f, 0.9f, 0);
+    bn_layer_init(&l, 1, 1e-3f, 0.9f, 0, 0);
     float x[4] = {1, 2, 3, 6}, y[4], xhat[4], inv_std[1], gamma[1] = {1}, beta[1] = {0}, rm[1] = {0}, rv[1] = {1};
     bn_forward_train(&l, y, xhat, inv_std, x, gamma, beta, rm, rv, 4);
     assert_float_equal(rm[0], 0.1f * 3.0f, 1e-6);
     assert_float_equal(rv[0], 0.9f + 0.1f * 14.0f / 3.0f, 1e-6);
     assert_float_equal(inv_std[0], 1.0 / sqrt(3.5 + 1e-3), 1e-6);
     bn_layer_free(&l);
+}
+
+/* Ghost BN with K = 16 at batch 64 is BN applied to the four 16-row slices
+ * in turn: outputs, saved statistics, running statistics and gradients, bit
+ * for bit. */
+static void test_ghost_batchnorm_is_four_slices(void **state) {
+    (void)state;
+    enum { B = 64, K = 16, C = 5 };
+    const size_t n = (size_t)B * C;
+    float *x = random_floats(n, 3), *dy = random_floats(n, 1), *gamma = random_floats(C, 1), *beta = random_floats(C, 1);
+    bn_layer ghost, plain;
+    bn_layer_init(&ghost, C, 1e-3f, 0.9f, 0, K);
+    bn_layer_init(&plain, C, 1e-3f, 0.9f, 0, 0);
+    float *y1 = bn_alloc_floats(n), *h1 = bn_alloc_floats(n), *inv1 = bn_alloc_floats(B / K * C), *dx1 = bn_alloc_floats(n);
+    float *y2 = bn_alloc_floats(n), *h2 = bn_alloc_floats(n), *inv2 = bn_alloc_floats(B / K * C), *dx2 = bn_alloc_floats(n);
+    float rm1[C] = {0}, rv1[C] = {1, 1, 1, 1, 1}, rm2[C] = {0}, rv2[C] = {1, 1, 1, 1, 1};
+    float dg1[C] = {0}, db1[C] = {0}, dg2[C] = {0}, db2[C] = {0};
+    bn_forward_train(&ghost, y1, h1, inv1, x, gamma, beta, rm1, rv1, B);
+    bn_backward(&ghost, dx1, dg1, db1, dy, h1, inv1, gamma, B);
+    for (int k = 0; k < B / K; k++) {
+        size_t off = (size_t)k * K * C;
+        bn_forward_train(&plain, y2 + off, h2 + off, inv2 + k * C, x + off, gamma, beta, rm2, rv2, K);
+        bn_backward(&plain, dx2 + off, dg2, db2, dy + off, h2 + off, inv2 + k * C, gamma, K);
+    }
+    assert_memory_equal(y1, y2, n * sizeof(float));
+    assert_memory_equal(inv1, inv2, B / K * C * sizeof(float));
+    assert_memory_equal(rm1, rm2, sizeof rm1);
+    assert_memory_equal(rv1, rv2, sizeof rv1);
+    assert_memory_equal(dx1, dx2, n * sizeof(float));
+    assert_memory_equal(dg1, dg2, sizeof dg1);
+    assert_memory_equal(db1, db2, sizeof db1);
+    /* and it is not plain BN over the 64 rows */
+    bn_forward_train(&plain, y2, h2, inv2, x, gamma, beta, rm2, rv2, B);
+    assert_true(rel_diff(y1, y2, n) > 1e-3);
+    bn_layer_free(&ghost);
+    bn_layer_free(&plain);
+    free(x), free(dy), free(gamma), free(beta), free(y1), free(h1), free(inv1), free(dx1), free(y2), free(h2);
+    free(inv2), free(dx2);
 }
 
 typedef struct {
@@ -276,13 +314,59 @@ static void test_mlp_gradient_no_bn(void **s) { (void)s; check_mlp_gradient(BN_N
 static void test_mlp_gradient_bn_after(void **s) { (void)s; check_mlp_gradient(BN_LOCAL, BN_AFTER_RELU); }
 static void test_mlp_gradient_bn_before(void **s) { (void)s; check_mlp_gradient(BN_LOCAL, BN_BEFORE_RELU); }
 
+/* --bn-eval recompute at one rank: the first BN layer's input is the dense
+ * output z = x W^T + b, whatever BN does, so its population statistics are a
+ * direct computation over all rows: mean and Bessel-corrected variance. */
+static void test_population_statistics(void **state) {
+    (void)state;
+    enum { B = 16, BATCHES = 5, H = 7 };
+    bn_config cfg = {0};
+    cfg.n_hidden = 1;
+    cfg.hidden_sizes[0] = H;
+    cfg.bn = BN_LOCAL;
+    cfg.bn_group = 1;
+    cfg.bn_place = BN_BEFORE_RELU;
+    cfg.bn_eps = 1e-3;
+    cfg.bn_momentum = 0.99;
+    mlp m;
+    mlp_init(&m, &cfg, B);
+    mlp_init_params(&m, 3);
+    float *all = bn_alloc_floats((size_t)B * BATCHES * MLP_IN), *z = bn_alloc_floats((size_t)B * BATCHES * H);
+    for (size_t i = 0; i < (size_t)B * BATCHES * MLP_IN; i++) all[i] = rng_uniform_sym(&rng, 1) + 0.5f;
+    float running_before[2 * H];
+    memcpy(running_before, m.state, sizeof running_before);
+    mlp_population_reset(&m);
+    for (int k = 0; k < BATCHES; k++) {
+        memcpy(m.x, all + (size_t)k * B * MLP_IN, sizeof(float) * B * MLP_IN);
+        mlp_population_add(&m, B);
+        assert_memory_equal(m.state, running_before, sizeof running_before); /* untouched during the pass */
+    }
+    mlp_population_finish(&m);
+    dense_forward_ref(z, all, mlp_param(&m, m.w[0]), mlp_param(&m, m.b[0]), B * BATCHES, MLP_IN, H);
+    const int N = B * BATCHES;
+    for (int j = 0; j < H; j++) {
+        double mean = 0, m2 = 0;
+        for (int i = 0; i < N; i++) mean += z[i * H + j];
+        mean /= N;
+        for (int i = 0; i < N; i++) m2 += (z[i * H + j] - mean) * (z[i * H + j] - mean);
+        const float *rm = mlp_param(&m, m.rmean[0]), *rv = mlp_param(&m, m.rvar[0]);
+        assert_true(fabs(rm[j] - mean) <= 1e-5 * fmax(1, fabs(mean)));
+        assert_true(fabs(rv[j] - m2 / (N - 1)) <= 1e-5 * (m2 / (N - 1)));
+        assert_true(m.eval_state[m.views[m.rvar[0]].offset + j] == rv[j]);
+    }
+    free(all), free(z);
+    mlp_free(&m);
+}
+
 int main(int argc, char **argv) {
     comm_init(&argc, &argv);
     rng_seed(&rng, 12345, 99, 0);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_dense_matches_reference), cmocka_unit_test(test_dense_gradient),
         cmocka_unit_test(test_batchnorm_gradient),      cmocka_unit_test(test_batchnorm_running_stats),
-        cmocka_unit_test(test_softmax_xent),            cmocka_unit_test(test_mlp_gradient_no_bn),
+        cmocka_unit_test(test_ghost_batchnorm_is_four_slices),
+        cmocka_unit_test(test_softmax_xent),
+        cmocka_unit_test(test_population_statistics),            cmocka_unit_test(test_mlp_gradient_no_bn),
         cmocka_unit_test(test_mlp_gradient_bn_after),   cmocka_unit_test(test_mlp_gradient_bn_before),
     };
     int failed = cmocka_run_group_tests(tests, NULL, NULL);

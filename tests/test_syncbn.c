@@ -53,7 +53,7 @@ static void test_sync_equals_one_big_batch(void **state) {
 
     /* reference: one rank's view of the whole batch, no communication */
     bn_layer ref;
-    bn_layer_init(&ref, C, 1e-3f, 0.9f, 0);
+    bn_layer_init(&ref, C, 1e-3f, 0.9f, 0, 0);
     float *y_ref = bn_alloc_floats((size_t)N * C), *h_ref = bn_alloc_floats((size_t)N * C);
     float *dx_ref = bn_alloc_floats((size_t)N * C), inv_ref[C], rm_ref[C] = {0}, rv_ref[C];
     float dg_ref[C] = {0}, db_ref[C] = {0};
@@ -65,7 +65,7 @@ static void test_sync_equals_one_big_batch(void **state) {
     bn_err e;
     assert_int_equal(comm_set_bn_group(P, &e), BN_OK);
     bn_layer syn;
-    bn_layer_init(&syn, C, 1e-3f, 0.9f, 1);
+    bn_layer_init(&syn, C, 1e-3f, 0.9f, 1, 0);
     const size_t off = (size_t)rank * LOCAL_B * C, n = (size_t)LOCAL_B * C;
     float *y = bn_alloc_floats(n), *h = bn_alloc_floats(n), *dx = bn_alloc_floats(n);
     float inv[C], rm[C] = {0}, rv[C], dg[C] = {0}, db[C] = {0};
@@ -101,6 +101,49 @@ static void test_sync_equals_one_big_batch(void **state) {
     assert_int_equal(comm_set_bn_group(1, &e), BN_OK);
     bn_layer_free(&ref);
     bn_layer_free(&syn);
+    free(x), free(dy), free(y_ref), free(h_ref), free(dx_ref), free(y), free(h), free(dx);
+}
+
+/* --bn-group 2: ranks 2g and 2g+1 normalise over their two slices together,
+ * exactly as BN over those 2*b rows alone (a 2-rank sync run on that data),
+ * and independently of the other pairs. */
+static void test_group_of_two(void **state) {
+    (void)state;
+    const int P = comm_size(), rank = comm_rank();
+    if (P % 2 != 0 || P < 4) {
+        print_message("group test needs an even rank count >= 4; skipped at P=%d\n", P);
+        return;
+    }
+    const int N = P * LOCAL_B, G = 2;
+    float *x = bn_alloc_floats((size_t)N * C), *dy = bn_alloc_floats((size_t)N * C);
+    float gamma[C], beta[C];
+    make_batch(x, dy, gamma, beta, N);
+    const size_t group_off = (size_t)(rank / G) * G * LOCAL_B * C, rows = (size_t)G * LOCAL_B;
+    bn_layer ref;
+    bn_layer_init(&ref, C, 1e-3f, 0.9f, 0, 0);
+    float *y_ref = bn_alloc_floats(rows * C), *h_ref = bn_alloc_floats(rows * C), *dx_ref = bn_alloc_floats(rows * C);
+    float inv_ref[C], rm_ref[C] = {0}, rv_ref[C], dg_ref[C] = {0}, db_ref[C] = {0};
+    for (int j = 0; j < C; j++) rv_ref[j] = 1;
+    bn_forward_train(&ref, y_ref, h_ref, inv_ref, x + group_off, gamma, beta, rm_ref, rv_ref, (int)rows);
+    bn_backward(&ref, dx_ref, dg_ref, db_ref, dy + group_off, h_ref, inv_ref, gamma, (int)rows);
+
+    bn_err e;
+    assert_int_equal(comm_set_bn_group(G, &e), BN_OK);
+    assert_int_equal(comm_bn_group_size(), G);
+    bn_layer grp;
+    bn_layer_init(&grp, C, 1e-3f, 0.9f, 1, 0);
+    const size_t off = (size_t)rank * LOCAL_B * C, n = (size_t)LOCAL_B * C, in_group = off - group_off;
+    float *y = bn_alloc_floats(n), *h = bn_alloc_floats(n), *dx = bn_alloc_floats(n);
+    float inv[C], rm[C] = {0}, rv[C], dg[C] = {0}, db[C] = {0};
+    for (int j = 0; j < C; j++) rv[j] = 1;
+    bn_forward_train(&grp, y, h, inv, x + off, gamma, beta, rm, rv, LOCAL_B);
+    bn_backward(&grp, dx, dg, db, dy + off, h, inv, gamma, LOCAL_B);
+    assert_true(rel_diff(y, y_ref + in_group, n) <= 1e-5);
+    assert_true(rel_diff(dx, dx_ref + in_group, n) <= 1e-5);
+    assert_true(rel_diff(rv, rv_ref, C) <= 1e-5);
+    assert_int_equal(comm_set_bn_group(1, &e), BN_OK);
+    bn_layer_free(&ref);
+    bn_layer_free(&grp);
     free(x), free(dy), free(y_ref), free(h_ref), free(dx_ref), free(y), free(h), free(dx);
 }
 
@@ -140,6 +183,7 @@ int main(int argc, char **argv) {
     comm_init(&argc, &argv);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_sync_equals_one_big_batch),
+        cmocka_unit_test(test_group_of_two),
         cmocka_unit_test(test_local_eval_statistics),
     };
     /* every rank runs the tests (they are collective); rank 0 reports */

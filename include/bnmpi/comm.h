@@ -34,12 +34,12 @@ void comm_bcast_i64(int64_t *buf, size_t n, int root);
 /* recv (rank 0 only, n * comm_size() elements) gets every rank's send (n) in rank order. */
 void comm_gather_f32(const float *send, size_t n, float *recv);
 
-/* Merges per-channel moments over the BN group, in place.
+/* Merges per-channel moments over group g (the BN group, or every rank), in place.
  * stats: [count, mean[0..c), m2[0..c)] (1 + 2c doubles), where m2 is the sum
  * of squared deviations from mean. Chan et al.'s pairwise merge, so no
  * E[x^2]-E[x]^2 cancellation; symmetric in its operands, so every rank of the
  * group gets the same bits. One collective per call. */
-void comm_merge_moments(double *stats, int c);
+void comm_merge_moments(double *stats, int c, comm_group g);
 
 /* Collective agreement on an error found on some ranks only: every rank passes
  * its status; if any failed, all return BN_ERR and e holds the message of the

@@ -60,8 +60,10 @@ typedef struct {
     float *mid[BN_MAX_HIDDEN];     /* (cap, dims[l+1]) bn(z) or relu(z); NULL without BN */
     float *xhat[BN_MAX_HIDDEN];    /* (cap, dims[l+1]) normalised, for backward */
     float *out[BN_MAX_HIDDEN];     /* (cap, dims[l+1]) layer output */
-    float *inv_std[BN_MAX_HIDDEN]; /* (dims[l+1]) */
+    float *inv_std[BN_MAX_HIDDEN]; /* (ghost batches per batch or 1, dims[l+1]) */
     float *dbuf[2];                /* (cap, max width) backward ping-pong */
+    double *pop[BN_MAX_HIDDEN];    /* (1 + 2*dims[l+1]) population moments of BN inputs */
+    int collecting;                /* forward_train accumulates pop[] and leaves running stats */
 } mlp;
 
 /* Builds the layout and buffers for batches of up to cap rows. */
@@ -85,5 +87,16 @@ const float *mlp_forward_eval(mlp *m, int B);
  * mean of their variances plus the variance of their means (the law of total
  * variance over equally sized rank batches). Collective. */
 void mlp_prepare_eval(mlp *m);
+
+/* Population statistics (--bn-eval recompute): reset, then add batches of
+ * m->x (forward in training mode, so each layer sees what training feeds it;
+ * running statistics untouched; every rank must add the same number of
+ * batches, as sync BN communicates), then finish: the moments are merged
+ * over every rank (count-weighted, Chan), and the running statistics and
+ * eval_state become the mean and the variance with Bessel's correction for
+ * the global count (Ioffe & Szegedy, Algorithm 2). Collective. */
+void mlp_population_reset(mlp *m);
+void mlp_population_add(mlp *m, int B);
+void mlp_population_finish(mlp *m);
 
 #endif

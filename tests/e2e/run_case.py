@@ -500,6 +500,43 @@ def case_readonly_metrics_dir():
     print(f"ok: {lines[0]}")
 
 
+def case_study_options():
+    """The three batch sizes are separate knobs: BN groups, ghost batches, the
+    learning-rate rule and warm-up, and recomputed evaluation statistics, each
+    recorded in /config and visible in the metrics."""
+    def cfg(path):
+        with h5py.File(path, "r") as f:
+            return dict(f["config"].attrs)
+    g = train(4, "group", "--bn-group", "2")
+    c = cfg(g)
+    check((c["bn_group"], c["bn_batch"], c["local_batch"], c["global_batch"]) == (2, 32, 16, 64),
+          f"group: {c['bn_group']}, {c['bn_batch']}")
+    gh = train(2, "ghost", "--bn", "local", "--ghost-batch", "8")
+    c = cfg(gh)
+    check((c["ghost_batch"], c["bn_batch"], c["bn_group"]) == (8, 8, 1), "ghost batch sizes")
+    sy = train(2, "sync")
+    check(cfg(sy)["bn_group"] == 2 and cfg(sy)["bn_batch"] == 64, "sync is a group of all ranks")
+    lr = train(2, "lr", "--lr-scale", "linear", "--lr-ref-batch", "32", "--warmup-epochs", "0.5")
+    c = cfg(lr)
+    check(abs(c["lr_peak"] - 0.002) < 1e-12, f"linear scaling 64/32: {c['lr_peak']}")
+    st = steps(lr)
+    check(abs(st["lr"][0] - 0.002 / 32) < 1e-12 and abs(st["lr"][31] - 0.002) < 1e-12 and st["lr"][-1] == 0.002,
+          f"warm-up over 32 steps: {st['lr'][:3]} ... {st['lr'][30:33]}")
+    sq = train(2, "sqrt", "--lr-scale", "sqrt", "--lr-ref-batch", "16")
+    check(abs(cfg(sq)["lr_peak"] - 0.002) < 1e-12, "sqrt scaling sqrt(64/16)")
+    for mode in ("sync", "local"):
+        rc = train(2, "recompute" + mode, "--bn", mode, "--bn-eval", "recompute")
+        with h5py.File(rc, "r") as f:
+            check(f["summary"].attrs["test_acc"] > 0.8, "recomputed statistics evaluate well")
+    for flags, needle in ((["--bn-group", "3"], "does not divide the 4 ranks"),
+                          (["--bn", "local", "--bn-group", "2"], "--bn local means groups of 1"),
+                          (["--bn", "local", "--ghost-batch", "5"], "does not divide the per-rank batch 16"),
+                          (["--ghost-batch", "4"], "use it with --bn local"),
+                          (["--bn", "none", "--bn-group", "2"], "needs batch norm")):
+        rc, out, err, _ = run(4, *QUICK, *flags, expect=2)
+        check(needle in err, f"{flags}: {err!r}")
+
+
 def main():
     global ARGS, TMP
     cases = {k[5:]: v for k, v in globals().items() if k.startswith("case_")}
