@@ -59,5 +59,11 @@ double bn_now(void) {
 }
 
 double bn_timers[T_COUNT];
+static double timers_before_reset[T_COUNT];
 
-void bn_timers_reset(void) { memset(bn_timers, 0, sizeof bn_timers); }
+void bn_timers_reset(void) {
+    for (int i = 0; i < T_COUNT; i++) timers_before_reset[i] += bn_timers[i];
+    memset(bn_timers, 0, sizeof bn_timers);
+}
+
+double bn_timer_total(int i) { return timers_before_reset[i] + bn_timers[i]; }

@@ -149,6 +149,7 @@ int main(int argc, char **argv) {
     t.labels = bn_calloc((size_t)cap, 1);
     t.steps = bn_calloc((size_t)t.samp.steps_per_epoch * STEP_COLS, sizeof(double));
     t.shuffle_seed = c->seed;
+    diag_init(&t.diag, c->diagnostics, t.model.n_params);
     train_list_state(&t);
 
     if (c->resume[0]) {
@@ -159,7 +160,7 @@ int main(int argc, char **argv) {
                             "statistics are taken from rank (r mod %d)\n",
                     saved_ranks, t.size, c->global_batch / saved_ranks, c->batch, saved_ranks);
     } else {
-        if (t.rank == 0) mlp_init_params(&t.model, (uint64_t)c->seed);
+        if (t.rank == 0) mlp_init_params(&t.model, (uint64_t)c->seed, c->init_scale);
         comm_bcast_f32(t.model.params, t.model.n_params, 0);
         comm_bcast_f32(t.model.state, t.model.n_state, 0);
         t.position[0] = 1;
@@ -201,5 +202,6 @@ int main(int argc, char **argv) {
     dataset_free(&t.data);
     free(t.labels);
     free(t.steps);
+    diag_free(&t.diag);
     comm_exit(code, NULL);
 }

@@ -30,6 +30,25 @@ static const size_t step_offsets[STEP_FIELDS] = {HOFFSET(step_row, step), HOFFSE
                                                  HOFFSET(step_row, lr)};
 static const size_t step_sizes[STEP_FIELDS] = {sizeof(int64_t), sizeof(int32_t), 8, 8, 8};
 
+#define DIAG_FIELDS 11
+static const char *diag_names[DIAG_FIELDS] = {"step", "epoch", "layer", "act_mean", "act_var", "act_mean_drift",
+                                              "act_var_drift", "bn_noise", "grad_norm", "weight_norm",
+                                              "update_norm"};
+static const size_t diag_offsets[DIAG_FIELDS] = {
+    HOFFSET(diag_layer_row, step),        HOFFSET(diag_layer_row, epoch),        HOFFSET(diag_layer_row, layer),
+    HOFFSET(diag_layer_row, act_mean),    HOFFSET(diag_layer_row, act_var),      HOFFSET(diag_layer_row, act_mean_drift),
+    HOFFSET(diag_layer_row, act_var_drift), HOFFSET(diag_layer_row, bn_noise),   HOFFSET(diag_layer_row, grad_norm),
+    HOFFSET(diag_layer_row, weight_norm), HOFFSET(diag_layer_row, update_norm)};
+static const size_t diag_sizes[DIAG_FIELDS] = {sizeof(int64_t), sizeof(int32_t), sizeof(int32_t), 8, 8, 8, 8, 8, 8, 8, 8};
+
+#define COMM_FIELDS 5
+static const char *comm_names[COMM_FIELDS] = {"step", "epoch", "interval_s", "grad_comm_s", "bn_comm_s"};
+static const size_t comm_offsets[COMM_FIELDS] = {HOFFSET(diag_comm_row, step), HOFFSET(diag_comm_row, epoch),
+                                                 HOFFSET(diag_comm_row, interval_s),
+                                                 HOFFSET(diag_comm_row, grad_comm_s),
+                                                 HOFFSET(diag_comm_row, bn_comm_s)};
+static const size_t comm_sizes[COMM_FIELDS] = {sizeof(int64_t), sizeof(int32_t), 8, 8, 8};
+
 static int file_exists(const char *path) {
     struct stat st;
     return stat(path, &st) == 0;
@@ -120,6 +139,18 @@ int metrics_reopen(metrics_file *m, const char *path, int keep_epochs, long long
                             &m->n_epochs, e);
     if (status == BN_OK)
         status = read_table(file, path, "steps", sizeof(step_row), step_offsets, step_sizes, &steps, &m->n_steps, e);
+    void *dl = NULL, *dc = NULL;
+    if (status == BN_OK && H5Lexists(file, "diagnostics", H5P_DEFAULT) > 0) {
+        status = read_table(file, path, "diagnostics/layers", sizeof(diag_layer_row), diag_offsets, diag_sizes, &dl,
+                            &m->n_diag_layers, e);
+        if (status == BN_OK)
+            status = read_table(file, path, "diagnostics/comm", sizeof(diag_comm_row), comm_offsets, comm_sizes,
+                                &dc, &m->n_diag_comm, e);
+    }
+    m->diag_layers = dl;
+    m->diag_comm = dc;
+    m->cap_diag_layers = m->n_diag_layers + 1;
+    m->cap_diag_comm = m->n_diag_comm + 1;
     if (status == BN_OK && H5Lexists(file, "config", H5P_DEFAULT) > 0) {
         hid_t g = H5Gopen2(file, "config", H5P_DEFAULT);
         if (g >= 0) {
@@ -139,6 +170,8 @@ int metrics_reopen(metrics_file *m, const char *path, int keep_epochs, long long
                        path, m->n_epochs, m->n_steps, keep_epochs, keep_steps);
     m->n_epochs = (size_t)keep_epochs;
     m->n_steps = (size_t)keep_steps;
+    while (m->n_diag_layers && m->diag_layers[m->n_diag_layers - 1].step > keep_steps) m->n_diag_layers--;
+    while (m->n_diag_comm && m->diag_comm[m->n_diag_comm - 1].step > keep_steps) m->n_diag_comm--;
     return metrics_flush(m, e);
 }
 
@@ -151,6 +184,15 @@ void metrics_add_steps(metrics_file *m, const step_row *steps, int n_steps) {
 void metrics_add_epoch(metrics_file *m, const epoch_row *row) {
     m->epochs = grow(m->epochs, &m->cap_epochs, m->n_epochs + 1, sizeof(epoch_row));
     m->epochs[m->n_epochs++] = *row;
+}
+
+void metrics_add_diagnostics(metrics_file *m, const diag_layer_row *rows, int n_rows, const diag_comm_row *comm) {
+    m->diag_layers = grow(m->diag_layers, &m->cap_diag_layers, m->n_diag_layers + (size_t)n_rows,
+                          sizeof(diag_layer_row));
+    memcpy(m->diag_layers + m->n_diag_layers, rows, sizeof(diag_layer_row) * (size_t)n_rows);
+    m->n_diag_layers += (size_t)n_rows;
+    m->diag_comm = grow(m->diag_comm, &m->cap_diag_comm, m->n_diag_comm + 1, sizeof(diag_comm_row));
+    m->diag_comm[m->n_diag_comm++] = *comm;
 }
 
 void metrics_set_summary(metrics_file *m, double test_loss, double test_acc, double total_time_s,
@@ -177,6 +219,23 @@ static int write_file(const metrics_file *m, const char *tmp, bn_err *e) {
                           epoch_offsets, epoch_types, 16, NULL, 0, m->n_epochs ? m->epochs : NULL) < 0;
     bad |= H5TBmake_table("steps", f, "steps", STEP_FIELDS, (hsize_t)m->n_steps, sizeof(step_row), step_names,
                           step_offsets, step_types, 1024, NULL, 0, m->n_steps ? m->steps : NULL) < 0;
+    if (m->cfg.diagnostics > 0) {
+        hid_t dl_types[DIAG_FIELDS] = {H5T_NATIVE_INT64, H5T_NATIVE_INT32, H5T_NATIVE_INT32};
+        for (int i = 3; i < DIAG_FIELDS; i++) dl_types[i] = H5T_NATIVE_DOUBLE;
+        hid_t dc_types[COMM_FIELDS] = {H5T_NATIVE_INT64, H5T_NATIVE_INT32, H5T_NATIVE_DOUBLE, H5T_NATIVE_DOUBLE,
+                                       H5T_NATIVE_DOUBLE};
+        hid_t g = H5Gcreate2(f, "diagnostics", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+        bad |= g < 0 || h5_attr_int(g, "every", m->cfg.diagnostics) < 0;
+        if (g >= 0) {
+            bad |= H5TBmake_table("layers", g, "layers", DIAG_FIELDS, (hsize_t)m->n_diag_layers,
+                                  sizeof(diag_layer_row), diag_names, diag_offsets, dl_types, 256, NULL, 0,
+                                  m->n_diag_layers ? m->diag_layers : NULL) < 0;
+            bad |= H5TBmake_table("comm", g, "comm", COMM_FIELDS, (hsize_t)m->n_diag_comm, sizeof(diag_comm_row),
+                                  comm_names, comm_offsets, dc_types, 256, NULL, 0,
+                                  m->n_diag_comm ? m->diag_comm : NULL) < 0;
+            H5Gclose(g);
+        }
+    }
     if (m->has_summary) {
         hid_t g = H5Gcreate2(f, "summary", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
         bad |= g < 0;
@@ -209,6 +268,11 @@ int metrics_flush(metrics_file *m, bn_err *e) {
 void metrics_close(metrics_file *m) {
     free(m->epochs);
     free(m->steps);
+    free(m->diag_layers);
+    free(m->diag_comm);
+    m->diag_layers = NULL;
+    m->diag_comm = NULL;
+    m->n_diag_layers = m->n_diag_comm = m->cap_diag_layers = m->cap_diag_comm = 0;
     m->epochs = NULL;
     m->steps = NULL;
     m->n_epochs = m->n_steps = m->cap_epochs = m->cap_steps = 0;

@@ -110,12 +110,12 @@ float *mlp_param(const mlp *m, int view) {
 
 float *mlp_grad(const mlp *m, int view) { return m->grads + m->views[view].offset; }
 
-void mlp_init_params(mlp *m, uint64_t seed) {
+void mlp_init_params(mlp *m, uint64_t seed, double scale) {
     bn_rng r;
     rng_seed(&r, seed, RNG_INIT, 0);
     for (int l = 0; l <= m->n_hidden; l++) {
         const mlp_view *w = &m->views[m->w[l]];
-        float limit = sqrtf(6.0f / (float)(w->rows + w->cols));
+        float limit = sqrtf(6.0f / (float)(w->rows + w->cols)) * (float)scale;
         float *p = mlp_param(m, m->w[l]);
         for (size_t i = 0; i < w->count; i++) p[i] = rng_uniform_sym(&r, limit);
         memset(mlp_param(m, m->b[l]), 0, sizeof(float) * m->views[m->b[l]].count);

@@ -92,11 +92,16 @@ static const opt_def table[] = {
      "Nesterov momentum for SGD", 0},
     {NULL, "weight-decay", K_DOUBLE, F(weight_decay), 0, "0", "WD", NULL, 0, 1, 0, 0,
      "SGD L2 penalty on dense weights (not biases, not BN's gamma and beta)", 0},
+    {NULL, "init-scale", K_DOUBLE, F(init_scale), 0, "1", "S", NULL, 0, 1e6, 1, 0,
+     "multiply the initial (Glorot-uniform) weights by S, to test sensitivity to initialisation", 0},
     {NULL, "seed", K_INT, F(seed), 0, "1", "N", NULL, 0, 2147483647, 0, 0,
      "seed of the initial weights and the per-epoch shuffles", 0},
 
     {"Run", "eval-batch", K_INT, F(eval_batch), 0, "1000", "N", NULL, 1, 1 << 20, 0, 0,
      "samples per forward block in validation and test", RESUME_FREE},
+    {NULL, "diagnostics", K_INT, F(diagnostics), 0, "0", "N", NULL, 0, 2147483647, 0, 0,
+     "every N steps, log per-layer activation statistics, BN batch noise, gradient, weight and update "
+     "norms and communication time to /diagnostics (0 = off)", 0},
     {NULL, "metrics", K_STRING, F(metrics), S(metrics), "", "PATH", NULL, 0, 0, 0, 0,
      "HDF5 metrics file (default: a new file under runs/ named after the configuration)", RESUME_FREE},
     {NULL, "force", K_FLAG, F(force), 0, "0", NULL, NULL, 0, 0, 0, 0,

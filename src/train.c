@@ -38,6 +38,7 @@ void train_list_state(trainer *t) {
     state_add(s, "epoch_sums", ST_F64, t->epoch_sums, 1, 2, 0);
     state_add(s, "epoch_steps", ST_F64, t->steps, t->samp.steps_per_epoch, STEP_COLS, 0);
     state_add(s, "rng/shuffle_seed", ST_I64, &t->shuffle_seed, 1, 1, 0);
+    state_add(s, "diagnostics/previous", ST_F64, t->diag_prev, 1, 2 * BN_MAX_HIDDEN + 1, 0);
 }
 
 typedef struct {
@@ -153,6 +154,22 @@ static void recompute_bn_statistics(trainer *t) {
     mlp_population_finish(m);
 }
 
+/* The diagnostics' previous values travel in the state list as diag_prev. */
+static void log_diagnostics(trainer *t, int epoch) {
+    diagnostics *d = &t->diag;
+    const int L = t->model.n_hidden;
+    d->have_prev = t->diag_prev[0] != 0;
+    memcpy(d->prev_mean, t->diag_prev + 1, sizeof(double) * BN_MAX_HIDDEN);
+    memcpy(d->prev_var, t->diag_prev + 1 + BN_MAX_HIDDEN, sizeof(double) * BN_MAX_HIDDEN);
+    diag_layer_row rows[BN_MAX_HIDDEN + 1];
+    diag_comm_row comm;
+    diag_measure(d, &t->model, t->cfg.batch, t->cfg.ghost_batch, t->position[2] + 1, epoch, rows, &comm);
+    t->diag_prev[0] = 1;
+    memcpy(t->diag_prev + 1, d->prev_mean, sizeof(double) * BN_MAX_HIDDEN);
+    memcpy(t->diag_prev + 1 + BN_MAX_HIDDEN, d->prev_var, sizeof(double) * BN_MAX_HIDDEN);
+    if (t->rank == 0) metrics_add_diagnostics(&t->metrics, rows, L + 1, &comm);
+}
+
 typedef enum { EPOCH_DONE, EPOCH_STOPPED, EPOCH_FAILED } epoch_status;
 
 /* Runs the steps of epoch position[0] from position[1] on. */
@@ -192,7 +209,10 @@ static epoch_status train_epoch(trainer *t, bn_err *e) {
             flush_metrics(t, &ignored);
             return EPOCH_FAILED;
         }
+        const int log_diag = diag_due(&t->diag, t->position[2]);
+        if (log_diag) diag_before_update(&t->diag, m);
         optim_step(&t->opt, m);
+        if (log_diag) log_diagnostics(t, epoch);
         t->epoch_sums[0] += tail[TAIL_LOSS];
         t->epoch_sums[1] += tail[TAIL_CORRECT];
         t->position[1] = s + 1;

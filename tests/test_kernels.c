@@ -271,7 +271,7 @@ static void check_mlp_gradient(int bn, int place) {
     cfg.bn_momentum = 0.99;
     mlp_ctx c = {.B = 8};
     mlp_init(&c.m, &cfg, c.B);
-    mlp_init_params(&c.m, 7);
+    mlp_init_params(&c.m, 7, 1.0);
     for (size_t i = 0; i < (size_t)c.B * MLP_IN; i++) c.m.x[i] = rng_uniform_sym(&rng, 1);
     for (int i = 0; i < c.B; i++) c.labels[i] = (uint8_t)rng_below(&rng, 10);
     /* gamma and beta away from 1 and 0 so their gradients are exercised */
@@ -330,7 +330,7 @@ static void test_population_statistics(void **state) {
     cfg.bn_momentum = 0.99;
     mlp m;
     mlp_init(&m, &cfg, B);
-    mlp_init_params(&m, 3);
+    mlp_init_params(&m, 3, 1.0);
     float *all = bn_alloc_floats((size_t)B * BATCHES * MLP_IN), *z = bn_alloc_floats((size_t)B * BATCHES * H);
     for (size_t i = 0; i < (size_t)B * BATCHES * MLP_IN; i++) all[i] = rng_uniform_sym(&rng, 1) + 0.5f;
     float running_before[2 * H];

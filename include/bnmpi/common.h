@@ -41,6 +41,8 @@ double bn_now(void);
 enum { T_GRAD_COMM, T_BN_COMM, T_EVAL, T_IO, T_COUNT };
 extern double bn_timers[T_COUNT];
 void bn_timers_reset(void);
+/* Seconds in timer i over the whole run, across resets. */
+double bn_timer_total(int i);
 
 #define BN_MIN(a, b) ((a) < (b) ? (a) : (b))
 #define BN_MAX(a, b) ((a) > (b) ? (a) : (b))

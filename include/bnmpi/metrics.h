@@ -13,6 +13,12 @@
  *                the whole global batch)
  *   /summary     attrs test_loss, test_acc, total_time_s, params_sha256 (of the
  *                final parameter buffer, identical on every rank by check)
+ *   /diagnostics (with --diagnostics N; attr every = N)
+ *     /diagnostics/layers  table: step, epoch, layer, act_mean, act_var,
+ *                act_mean_drift, act_var_drift, bn_noise, grad_norm,
+ *                weight_norm, update_norm (one row per dense layer per log;
+ *                see diagnostics.h)
+ *     /diagnostics/comm    table: step, epoch, interval_s, grad_comm_s, bn_comm_s
  * Accuracies are fractions in [0, 1]; losses are mean cross-entropy (nats).
  *
  * Rank 0 keeps the rows in memory and rewrites the whole file after every
@@ -26,6 +32,7 @@
 
 #include "bnmpi/common.h"
 #include "bnmpi/dataset.h"
+#include "bnmpi/diagnostics.h"
 #include "bnmpi/h5config.h"
 #include "bnmpi/options.h"
 
@@ -51,6 +58,9 @@ typedef struct {
     epoch_row *epochs;
     step_row *steps;
     size_t n_epochs, n_steps, cap_epochs, cap_steps;
+    diag_layer_row *diag_layers;
+    diag_comm_row *diag_comm;
+    size_t n_diag_layers, n_diag_comm, cap_diag_layers, cap_diag_comm;
     int has_summary;
     double test_loss, test_acc, total_time_s;
     char params_sha256[65];
@@ -71,6 +81,7 @@ int metrics_reopen(metrics_file *m, const char *path, int keep_epochs, long long
 /* Add rows in memory; metrics_flush writes the file. */
 void metrics_add_steps(metrics_file *m, const step_row *steps, int n_steps);
 void metrics_add_epoch(metrics_file *m, const epoch_row *row);
+void metrics_add_diagnostics(metrics_file *m, const diag_layer_row *rows, int n_rows, const diag_comm_row *comm);
 void metrics_set_summary(metrics_file *m, double test_loss, double test_acc, double total_time_s,
                          const char *params_sha256);
 int metrics_flush(metrics_file *m, bn_err *e);

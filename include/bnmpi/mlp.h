@@ -69,9 +69,9 @@ typedef struct {
 /* Builds the layout and buffers for batches of up to cap rows. */
 void mlp_init(mlp *m, const bn_config *c, int cap);
 void mlp_free(mlp *m);
-/* Glorot-uniform weights (Keras' default), zero biases, gamma 1, beta 0,
- * running mean 0 and variance 1. Deterministic in seed. */
-void mlp_init_params(mlp *m, uint64_t seed);
+/* Glorot-uniform weights (Keras' default) times scale, zero biases, gamma 1,
+ * beta 0, running mean 0 and variance 1. Deterministic in seed. */
+void mlp_init_params(mlp *m, uint64_t seed, double scale);
 
 float *mlp_param(const mlp *m, int view);   /* pointer to a view's data */
 float *mlp_grad(const mlp *m, int view);

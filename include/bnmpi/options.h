@@ -42,10 +42,12 @@ typedef struct {
     int nesterov;
     double weight_decay;
     int seed;
+    double init_scale;
     int split_seed;
     double val_fraction;
     int train_limit;         /* 0 = all */
     int eval_batch;
+    int diagnostics;         /* log per-layer diagnostics every N steps; 0 = off */
     char metrics[BN_PATH];   /* "" = a new file under runs/ */
     int force;
     int threads;             /* 0 = by policy */

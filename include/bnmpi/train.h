@@ -9,6 +9,7 @@
 
 #include "bnmpi/checkpoint.h"
 #include "bnmpi/dataset.h"
+#include "bnmpi/diagnostics.h"
 #include "bnmpi/metrics.h"
 #include "bnmpi/mlp.h"
 #include "bnmpi/optim.h"
@@ -38,6 +39,8 @@ typedef struct {
     double epoch_sums[2];  /* this epoch so far: loss sum, correct count */
     double *steps;         /* (steps_per_epoch, STEP_COLS) this epoch's rows */
     int64_t shuffle_seed;  /* shuffles derive from (seed, epoch); nothing else draws numbers */
+    diagnostics diag;      /* --diagnostics; its previous log's activation statistics are state */
+    double diag_prev[2 * BN_MAX_HIDDEN + 1]; /* have_prev, prev_mean[], prev_var[] for the state list */
     state_list state;
 } trainer;
 
