@@ -14,6 +14,9 @@ static int bn_group_size = 1;
 static MPI_Op moments_op = MPI_OP_NULL;
 static MPI_Datatype moments_type = MPI_DATATYPE_NULL;
 static int moments_channels = -1;
+enum { MAX_WINDOWS = 8 };
+static MPI_Win windows[MAX_WINDOWS];
+static int n_windows;
 
 _Noreturn void comm_fail(const char *msg) {
     fprintf(stderr, "bnmpi: %s\n", msg);
@@ -51,6 +54,43 @@ int comm_node_size(void) {
     return n;
 }
 
+static int count_or_die(size_t n) {
+    if (n > INT_MAX) bn_fatal("collective of %zu elements exceeds MPI's int count", n);
+    return (int)n;
+}
+
+int comm_node_rank(void) {
+    int r;
+    MPI_Comm_rank(node_comm, &r);
+    return r;
+}
+
+void *comm_node_shared_alloc(size_t bytes) {
+    if (n_windows == MAX_WINDOWS) bn_fatal("too many shared windows");
+    const int root = comm_node_rank() == 0;
+    void *base = NULL;
+    MPI_Win *w = &windows[n_windows++];
+    if (MPI_Win_allocate_shared(root ? (MPI_Aint)bytes : 0, 1, MPI_INFO_NULL, node_comm, &base, w) != MPI_SUCCESS)
+        bn_fatal("cannot allocate %zu bytes of node-shared memory", bytes);
+    MPI_Aint size;
+    int disp;
+    MPI_Win_shared_query(*w, 0, &size, &disp, &base);
+    return base;
+}
+
+void comm_node_barrier(void) { MPI_Barrier(node_comm); }
+
+void comm_node_bcast_chars(char *buf, size_t n) { MPI_Bcast(buf, count_or_die(n), MPI_CHAR, 0, node_comm); }
+
+int comm_node_share(int status, bn_err *e) {
+    int st = status;
+    MPI_Bcast(&st, 1, MPI_INT, 0, node_comm);
+    if (st == BN_OK) return BN_OK;
+    MPI_Bcast(e->msg, BN_ERRLEN, MPI_CHAR, 0, node_comm);
+    e->msg[BN_ERRLEN - 1] = '\0';
+    return BN_ERR;
+}
+
 int comm_set_bn_group(int group_size, bn_err *e) {
     if (group_size < 1 || world_size % group_size != 0)
         return bn_fail(e, "BN group of %d ranks does not divide %d ranks", group_size, world_size);
@@ -64,10 +104,6 @@ int comm_bn_group_size(void) { return bn_group_size; }
 
 static MPI_Comm group_comm(comm_group g) { return g == COMM_BN_GROUP ? bn_comm : MPI_COMM_WORLD; }
 
-static int count_or_die(size_t n) {
-    if (n > INT_MAX) bn_fatal("collective of %zu elements exceeds MPI's int count", n);
-    return (int)n;
-}
 
 void comm_allreduce_sum_f32(float *buf, size_t n, comm_group g, int timer) {
     double t0 = bn_now();
@@ -179,6 +215,7 @@ _Noreturn void comm_exit(int code, const char *msg) {
     if (bn_comm != MPI_COMM_NULL) MPI_Comm_free(&bn_comm);
     if (moments_type != MPI_DATATYPE_NULL) MPI_Type_free(&moments_type);
     if (moments_op != MPI_OP_NULL) MPI_Op_free(&moments_op);
+    for (int i = 0; i < n_windows; i++) MPI_Win_free(&windows[i]);
     MPI_Comm_free(&node_comm);
     MPI_Finalize();
     exit(code);

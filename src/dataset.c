@@ -9,6 +9,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "bnmpi/comm.h"
 #include "bnmpi/rng.h"
 
 #ifndef BNMPI_SOURCE_DATA_DIR
@@ -65,10 +66,8 @@ int dataset_find_dir(const bn_config *c, char *out, size_t n, bn_err *e) {
                       "or pass --data DIR", tried[0] ? tried : "no candidate directory");
 }
 
-int dataset_load(dataset *d, const bn_config *c, bn_err *e) {
-    memset(d, 0, sizeof *d);
-    if (dataset_find_dir(c, d->dir, sizeof d->dir, e) != BN_OK) return BN_ERR;
-    idx_array *arrays[4] = {&d->train_images, &d->train_labels, &d->test_images, &d->test_labels};
+/* Reads and cross-checks the four files of d->dir. */
+static int read_files(dataset *d, idx_array *arrays[4], bn_err *e) {
     char path[4][BN_PATH];
     for (int i = 0; i < 4; i++) {
         if (idx_find(d->dir, file_base[i], path[i], sizeof path[i], e) != BN_OK) return BN_ERR;
@@ -76,12 +75,36 @@ int dataset_load(dataset *d, const bn_config *c, bn_err *e) {
     }
     for (int i = 0; i < 4; i += 2) {
         const idx_array *im = arrays[i], *lb = arrays[i + 1];
-        if (im->rows * im->cols != 784)
+        if (im->rows * im->cols != MNIST_PIXELS)
             return bn_fail(e, "%s: images are %dx%d, expected 28x28", path[i], im->rows, im->cols);
         if (im->count != lb->count)
             return bn_fail(e, "%s holds %d labels but %s holds %d images", path[i + 1], lb->count, path[i],
                            im->count);
     }
+    return BN_OK;
+}
+
+int dataset_load(dataset *d, const bn_config *c, bn_err *e) {
+    memset(d, 0, sizeof *d);
+    if (dataset_find_dir(c, d->dir, sizeof d->dir, e) != BN_OK) return BN_ERR;
+    /* one copy per node: the node's rank 0 reads and checks the files into a
+     * shared window; the other ranks on the node map it */
+    idx_array *arrays[4] = {&d->train_images, &d->train_labels, &d->test_images, &d->test_labels};
+    int status = comm_node_rank() == 0 ? read_files(d, arrays, e) : BN_OK;
+    if (comm_node_share(status, e) != BN_OK) return BN_ERR;
+    for (int i = 0; i < 4; i++) {
+        idx_array *a = arrays[i];
+        comm_node_bcast_chars((char *)a, sizeof *a); /* count, dims, sha256 (data is rank 0's pointer) */
+        const size_t bytes = (size_t)a->count * a->rows * a->cols;
+        uint8_t *shared = comm_node_shared_alloc(bytes);
+        if (comm_node_rank() == 0) {
+            memcpy(shared, a->data, bytes);
+            free(a->data);
+        }
+        a->data = shared;
+        a->shared = 1;
+    }
+    comm_node_barrier();
     const int total = d->train_images.count;
     d->n_val = (int)lround(c->val_fraction * total);
     d->n_train = total - d->n_val;

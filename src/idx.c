@@ -267,7 +267,8 @@ void idx_free(idx_array *a)
 {
     if (a == NULL)
         return;
-    free(a->data);
+    if (!a->shared)
+        free(a->data);
     memset(a, 0, sizeof *a);
 }
 

@@ -18,6 +18,15 @@ void comm_init(int *argc, char ***argv);
 int comm_rank(void);
 int comm_size(void);
 int comm_node_size(void);   /* ranks sharing this node */
+int comm_node_rank(void);
+/* Node-shared memory (MPI-3 shared window): collective over the node's
+ * ranks; the node's rank 0 provides `bytes`, every rank gets the same memory.
+ * Freed at comm_exit. */
+void *comm_node_shared_alloc(size_t bytes);
+void comm_node_barrier(void);
+void comm_node_bcast_chars(char *buf, size_t n);
+/* comm_share within the node: its rank 0's status and message. */
+int comm_node_share(int status, bn_err *e);
 /* Ranks per BN group; 1 = every rank alone (local), comm_size() = all (sync).
  * Must divide comm_size(). Groups are consecutive ranks. Collective. */
 int comm_set_bn_group(int group_size, bn_err *e);

@@ -24,7 +24,9 @@ typedef struct {
  * data/mnist; (fashion) /usr/share/datasets/fashion-mnist. The error lists
  * every place tried and how to fetch the data. */
 int dataset_find_dir(const bn_config *c, char *out, size_t n, bn_err *e);
-/* Loads and validates the four files, then splits the 60000 training images
+/* Loads and validates the four files (collective: the node's rank 0 reads
+ * them into memory shared by the node's ranks, so the data is held once per
+ * node), then splits the 60000 training images
  * into validation (the first round(val_fraction * n) of a permutation seeded
  * by split_seed) and training (the rest, cut to train_limit when set). */
 int dataset_load(dataset *d, const bn_config *c, bn_err *e);

@@ -13,6 +13,7 @@ typedef struct {
     int count;
     int rows, cols;    /* 1, 1 for labels */
     char sha256[65];   /* of the uncompressed file bytes, header included */
+    int shared;        /* data lives in a node-shared window: idx_free leaves it */
 } idx_array;
 
 /* Reads `path` (gzip is detected by content, so a plain file named .gz or a gz
