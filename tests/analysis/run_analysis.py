@@ -87,9 +87,9 @@ def axes_of(figs, name):
 # --- cases ----------------------------------------------------------------
 
 def case_report():
-    """Six real runs (BN none/local/sync, global batch 64 and 128, np 1 and 2):
-    every figure is made with the right axes, and the table has each run once,
-    with the numbers in the files."""
+    """Seven real runs (BN none/local/sync and ghost, global batch 64 and 128,
+    np 1 and 2): every figure is made with the right axes, and the table has each
+    run once, with the numbers in the files."""
     runs = {
         "none-gb64-np2": train(2, "none-gb64-np2", "--bn", "none", "--global-batch", "64"),
         "sync-gb64-np2": train(2, "sync-gb64-np2", "--bn", "sync", "--global-batch", "64"),
@@ -97,6 +97,7 @@ def case_report():
         "sync-gb128-np2": train(2, "sync-gb128-np2", "--bn", "sync", "--global-batch", "128"),
         "none-gb128-np1": train(1, "none-gb128-np1", "--bn", "none", "--global-batch", "128"),
         "sync-gb64-np1": train(1, "sync-gb64-np1", "--bn", "sync", "--global-batch", "64"),
+        "ghost8-gb64-np2": train(2, "ghost8-gb64-np2", "--bn", "local", "--ghost-batch", "8", "--global-batch", "64"),
     }
     out = os.path.join(TMP, "out")
     p = analyze(os.path.join(TMP, "runs"), "--out", out)
@@ -114,11 +115,12 @@ def case_report():
     check(acc["title"] == "Accuracy" and acc["xlabel"] == "epoch" and "accuracy" in acc["ylabel"]
           and "%" in acc["ylabel"], f"curves accuracy axes: {acc}")
     check(loss["title"] == "Loss" and loss["xlabel"] == "epoch" and "loss" in loss["ylabel"], f"curves loss axes: {loss}")
-    check(len(acc["lines"]) == 12 and len(loss["lines"]) == 12, f"a train and a val line per run: {acc['lines']}")
+    check(len(acc["lines"]) == 14 and len(loss["lines"]) == 14, f"a train and a val line per run: {acc['lines']}")
     legend = figs["figures"]["curves.png"]["legend"]
-    for want in ("bn=none gb=64", "bn=sync gb=128", "bn=local gb=64", "train", "validation"):
+    for want in ("bn=none gb=64", "bn=sync gb=128", "bn=local gb=64", "bn=local ghost_batch=8 gb=64",
+                 "train", "validation"):
         check(any(t.startswith(want) for t in legend), f"curves legend lacks {want!r}: {legend}")
-    check(len(set(legend)) == len(legend) == 8, f"one legend entry per run plus train/validation: {legend}")
+    check(len(set(legend)) == len(legend) == 9, f"one legend entry per run plus train/validation: {legend}")
     check("dashed" in figs["figures"]["curves.png"]["suptitle"], "curves title explains the line styles")
 
     acc, loss = axes_of(figs, "batch_size.png")
@@ -126,14 +128,16 @@ def case_report():
         check(ax["xlabel"].startswith("global batch") and ax["xscale"] == "log", f"batch_size x axis: {ax}")
     check("accuracy" in acc["ylabel"] and "%" in acc["ylabel"] and "loss" in loss["ylabel"], "batch_size y labels")
     check(acc["title"] == "Final validation accuracy" and loss["title"] == "Final validation loss", "batch_size titles")
-    # one line per BN mode that has two or more global batches (local has only 64 here, one point)
-    check(acc["lines"] == ["none", "local", "sync"], f"batch_size lines: {acc['lines']}")
+    # one line per BN mode: bn, plus ghost_batch when ghost BN is on (local and ghost have one point each here)
+    check(acc["lines"] == ["none", "local", "local ghost_batch=8", "sync"], f"batch_size lines: {acc['lines']}")
 
     acc, loss = axes_of(figs, "bn_batch.png")
     check(acc["xlabel"].startswith("BN batch") and acc["xscale"] == "log" and "accuracy" in acc["ylabel"],
           f"bn_batch axes: {acc}")
-    check(acc["lines"] == ["gb=64"], f"only global batch 64 has two BN batch sizes (32, 64): {acc['lines']}")
-    check("BN local" in figs["figures"]["bn_batch.png"]["legend"], "bn_batch legend marks the BN modes")
+    check(acc["lines"] == ["gb=64"], f"only global batch 64 has BN batch sizes 8, 32, 64: {acc['lines']}")
+    legend = figs["figures"]["bn_batch.png"]["legend"]
+    for want in ("BN local", "BN local ghost_batch=8", "BN sync"):
+        check(want in legend, f"bn_batch legend lacks the mode {want!r}: {legend}")
 
     sps, tpe = axes_of(figs, "throughput.png")
     check("samples/s" in sps["ylabel"] and "time per epoch (s)" == tpe["ylabel"], f"throughput y labels: {sps} {tpe}")
@@ -143,7 +147,7 @@ def case_report():
     rows = read_csv(out)
     check(sorted(r["file"] for r in rows) == sorted(n + ".h5" for n in runs), f"csv files: {[r['file'] for r in rows]}")
     check(all(r["status"] == "complete" for r in rows), "all runs complete")
-    for name in ("sync-gb128-np2", "local-gb64-np2", "none-gb128-np1"):
+    for name in ("sync-gb128-np2", "local-gb64-np2", "none-gb128-np1", "ghost8-gb64-np2"):
         row = next(r for r in rows if r["file"] == name + ".h5")
         with h5py.File(runs[name], "r") as f:
             cfg, ep, sm = f["config"].attrs, f["epochs"][:], f["summary"].attrs
@@ -159,17 +163,19 @@ def case_report():
             check(int(row["epochs"]) == 2, f"{name}: epochs")
     local = next(r for r in rows if r["file"] == "local-gb64-np2.h5")
     check(local["bn_batch"] == "32", "local BN at np 2 normalises over the local batch")
+    ghost = next(r for r in rows if r["file"] == "ghost8-gb64-np2.h5")
+    check(ghost["bn_batch"] == "8" and ghost["ghost_batch"] == "8", f"ghost BN batch: {ghost}")
     # sorted: bn none, local, sync; within a mode by global batch, then rank count
     order = [r["file"] for r in rows]
-    check(order == ["none-gb64-np2.h5", "none-gb128-np1.h5", "local-gb64-np2.h5", "sync-gb64-np1.h5",
-                    "sync-gb64-np2.h5", "sync-gb128-np2.h5"], f"row order {order}")
+    check(order == ["none-gb64-np2.h5", "none-gb128-np1.h5", "local-gb64-np2.h5", "ghost8-gb64-np2.h5",
+                    "sync-gb64-np1.h5", "sync-gb64-np2.h5", "sync-gb128-np2.h5"], f"row order {order}")
 
     md = open(os.path.join(out, "summary.md")).read()
     with h5py.File(runs["sync-gb128-np2"], "r") as f:
         want = f"{100 * f['summary'].attrs['test_acc']:.2f}%"
     line = next(l for l in md.splitlines() if l.startswith("| sync-gb128-np2.h5 "))
     check(want in line, f"summary.md shows the test accuracy in percent ({want}): {line}")
-    check(md.count("| complete |") == 6, "summary.md: one row per run")
+    check(md.count("| complete |") == 7, "summary.md: one row per run")
     for name in ("curves.png", "batch_size.png", "bn_batch.png", "throughput.png"):
         check(f"]({name})" in md, f"summary.md links {name}")
 
@@ -275,7 +281,7 @@ def case_incomplete():
             check(time.monotonic() < deadline, "the long run wrote no epoch in 90 s")
             try:
                 with h5py.File(killed, "r", locking=False) as f:
-                    if "epochs" in f and f["epochs"].shape[0] >= 2:
+                    if "epochs" in f and f["epochs"].shape[0] >= 1:
                         break
             except (OSError, KeyError):
                 pass
@@ -301,7 +307,7 @@ def case_incomplete():
     with h5py.File(killed, "r") as f:
         n = f["epochs"].shape[0]
         check("summary" not in f, "the killed run has no /summary")
-    check(int(rows["killed.h5"]["epochs"]) == n >= 2 and rows["killed.h5"]["epochs_planned"] == "500",
+    check(int(rows["killed.h5"]["epochs"]) == n >= 1 and rows["killed.h5"]["epochs_planned"] == "500",
           f"killed run epochs {rows['killed.h5']['epochs']} of {n}")
     md = open(os.path.join(out, "summary.md")).read()
     check(f"incomplete ({n}/500 epochs)" in md and "incomplete (2/2 epochs)" in md, "summary.md marks incomplete runs")
