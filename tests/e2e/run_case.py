@@ -386,8 +386,7 @@ def case_sigkill_leaves_readable_files():
         while not os.path.exists(ck) and time.monotonic() < deadline:
             time.sleep(0.05)
         time.sleep(float(rng.uniform(0.2, 1.5)))
-        os.killpg(proc.pid, signal.SIGKILL)  # mpirun and its ranks
-        proc.wait()
+        kill_ranks_then_mpirun(proc)
         epoch, step, gstep = load_checkpoint(ck)
         dump = subprocess.run(["h5dump", "-H", path], capture_output=True, text=True)
         check(dump.returncode == 0, f"kill {i}: h5dump cannot read the metrics file: {dump.stderr[:300]}")
@@ -396,6 +395,34 @@ def case_sigkill_leaves_readable_files():
             check(done == list(range(1, len(done) + 1)) and len(done) >= epoch - 1,
                   f"kill {i}: epochs {done} in the metrics, the checkpoint is in epoch {epoch}")
         print(f"kill {i}: checkpoint at epoch {epoch} step {step} (global step {gstep}); metrics readable")
+
+
+def children(pid):
+    kids = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = open(f"/proc/{entry}/stat").read()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                kids.append(int(entry))
+    return kids
+
+
+def kill_ranks_then_mpirun(proc):
+    """SIGKILL to the ranks themselves (each has its own process group, so
+    killing mpirun's group would not reach them), then to mpirun."""
+    for pid in children(proc.pid):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.wait()
 
 
 def case_bad_checkpoints():
