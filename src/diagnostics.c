@@ -21,8 +21,11 @@ void diag_free(diagnostics *d) {
 
 int diag_due(const diagnostics *d, int64_t done) { return d->every > 0 && (done + 1) % d->every == 0; }
 
+static double norm(const float *a, size_t n);
+
 void diag_before_update(diagnostics *d, const mlp *m) {
     memcpy(d->params_before, m->params, sizeof(float) * m->n_params);
+    for (int l = 0; l <= m->n_hidden; l++) d->grad_norm[l] = norm(mlp_grad(m, m->w[l]), m->views[m->w[l]].count);
 }
 
 static double norm(const float *a, size_t n) {
@@ -97,7 +100,7 @@ void diag_measure(diagnostics *d, mlp *m, int B, int ghost, int64_t step, int ep
         diag_layer_row *r = &rows[l];
         const mlp_view *w = &m->views[m->w[l]];
         *r = (diag_layer_row){.step = step, .epoch = epoch, .layer = l};
-        r->grad_norm = norm(mlp_grad(m, m->w[l]), w->count);
+        r->grad_norm = d->grad_norm[l];
         r->weight_norm = norm(mlp_param(m, m->w[l]), w->count);
         r->update_norm = norm_diff(mlp_param(m, m->w[l]), d->params_before + w->offset, w->count);
         r->act_mean = r->act_var = r->act_mean_drift = r->act_var_drift = r->bn_noise = NAN;

@@ -26,23 +26,26 @@ void optim_free(optimizer *o) {
     memset(o, 0, sizeof *o);
 }
 
-static void adam_step(optimizer *o, float *p, const float *g, size_t n) {
+static void adam_step(optimizer *o, float *p, float *g, size_t n) {
     const double t = (double)o->t;
     const float lr_t = (float)(o->lr * sqrt(1.0 - pow(o->beta2, t)) / (1.0 - pow(o->beta1, t)));
     const float b1 = (float)o->beta1, b2 = (float)o->beta2, eps = (float)o->eps;
     float *m = o->m, *v = o->v;
     for (size_t i = 0; i < n; i++) {
-        m[i] = b1 * m[i] + (1.0f - b1) * g[i];
-        v[i] = b2 * v[i] + (1.0f - b2) * g[i] * g[i];
+        const float gi = g[i];
+        g[i] = 0.0f;
+        m[i] = b1 * m[i] + (1.0f - b1) * gi;
+        v[i] = b2 * v[i] + (1.0f - b2) * gi * gi;
         p[i] -= lr_t * m[i] / (sqrtf(v[i]) + eps);
     }
 }
 
-static void sgd_step(optimizer *o, float *p, const float *g, float *vel, size_t n, int decay) {
+static void sgd_step(optimizer *o, float *p, float *g, float *vel, size_t n, int decay) {
     const float lr = (float)o->lr, mu = (float)o->momentum;
     const float wd = decay ? (float)o->weight_decay : 0.0f;
     for (size_t i = 0; i < n; i++) {
         float gi = g[i] + wd * p[i];
+        g[i] = 0.0f;
         vel[i] = mu * vel[i] - lr * gi;
         p[i] += o->nesterov ? mu * vel[i] - lr * gi : vel[i];
     }

@@ -183,7 +183,7 @@ static epoch_status train_epoch(trainer *t, bn_err *e) {
     for (int s = (int)t->position[1]; s < steps; s++) {
         dataset_gather(m->x, t->labels, &t->data.train_images, &t->data.train_labels, t->data.train_idx,
                        sampler_batch(&t->samp, s), b);
-        memset(m->grads, 0, sizeof(float) * (n + MLP_GRAD_TAIL));
+        memset(m->grads + n, 0, sizeof(float) * MLP_GRAD_TAIL); /* the rest was zeroed by the last update */
         long correct = 0;
         double loss = softmax_xent(m->dbuf[0], mlp_forward_train(m, b), t->labels, b, MLP_OUT, 1.0f / (float)G,
                                    &correct);

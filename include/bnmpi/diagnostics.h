@@ -43,6 +43,7 @@ typedef struct {
 typedef struct {
     int every;                 /* steps between logs */
     float *params_before;      /* (n_params) copy taken before a logged step's update */
+    double grad_norm[BN_MAX_HIDDEN + 1]; /* taken then too: the update consumes the gradient */
     double prev_mean[BN_MAX_HIDDEN], prev_var[BN_MAX_HIDDEN];
     int have_prev;
     double last_time, last_grad_comm, last_bn_comm;  /* cumulative counters at the previous log */
@@ -53,7 +54,7 @@ void diag_init(diagnostics *d, int every, size_t n_params);
 void diag_free(diagnostics *d);
 /* Whether the step after `done` steps is logged. */
 int diag_due(const diagnostics *d, int64_t done);
-/* Call before the optimizer update of a logged step. */
+/* Call before the optimizer update of a logged step (after the allreduce). */
 void diag_before_update(diagnostics *d, const mlp *m);
 /* Call after it: fills rows[0..n_hidden] (one per dense layer; act_* and
  * bn_noise are NaN for the output layer) and *comm. Collective. B is the

@@ -26,7 +26,8 @@ typedef struct {
 
 void optim_init(optimizer *o, const bn_config *c, size_t n_params);
 void optim_free(optimizer *o);
-/* One update of every view of m with its gradient. */
+/* One update of every view of m with its gradient, zeroing the gradient as it
+ * goes (backward adds into it; this saves a separate pass over it). */
 void optim_step(optimizer *o, mlp *m);
 
 #endif
