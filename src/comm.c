@@ -82,14 +82,17 @@ void comm_node_barrier(void) { MPI_Barrier(node_comm); }
 
 void comm_node_bcast_chars(char *buf, size_t n) { MPI_Bcast(buf, count_or_die(n), MPI_CHAR, 0, node_comm); }
 
-int comm_node_share(int status, bn_err *e) {
+/* Rank 0 of comm's status, and its message on failure, on every rank. */
+static int share_on(MPI_Comm comm, int status, bn_err *e) {
     int st = status;
-    MPI_Bcast(&st, 1, MPI_INT, 0, node_comm);
+    MPI_Bcast(&st, 1, MPI_INT, 0, comm);
     if (st == BN_OK) return BN_OK;
-    MPI_Bcast(e->msg, BN_ERRLEN, MPI_CHAR, 0, node_comm);
+    MPI_Bcast(e->msg, BN_ERRLEN, MPI_CHAR, 0, comm);
     e->msg[BN_ERRLEN - 1] = '\0';
     return BN_ERR;
 }
+
+int comm_node_share(int status, bn_err *e) { return share_on(node_comm, status, e); }
 
 int comm_set_bn_group(int group_size, bn_err *e) {
     if (group_size < 1 || world_size % group_size != 0)
@@ -199,14 +202,7 @@ int comm_agree(int status, bn_err *e) {
     return BN_ERR;
 }
 
-int comm_share(int status, bn_err *e) {
-    int st = status;
-    MPI_Bcast(&st, 1, MPI_INT, 0, MPI_COMM_WORLD);
-    if (st == BN_OK) return BN_OK;
-    MPI_Bcast(e->msg, BN_ERRLEN, MPI_CHAR, 0, MPI_COMM_WORLD);
-    e->msg[BN_ERRLEN - 1] = '\0';
-    return BN_ERR;
-}
+int comm_share(int status, bn_err *e) { return share_on(MPI_COMM_WORLD, status, e); }
 
 _Noreturn void comm_exit(int code, const char *msg) {
     fflush(stdout);
