@@ -173,14 +173,15 @@ static void log_diagnostics(trainer *t, int epoch) {
 typedef enum { EPOCH_DONE, EPOCH_STOPPED, EPOCH_FAILED } epoch_status;
 
 /* Runs the steps of epoch position[0] from position[1] on. */
-static epoch_status train_epoch(trainer *t, bn_err *e) {
+static epoch_status train_epoch(trainer *t, int *steps_run, bn_err *e) {
     mlp *m = &t->model;
     const int b = t->cfg.batch, G = t->cfg.global_batch, steps = t->samp.steps_per_epoch;
     const int epoch = (int)t->position[0];
     const size_t n = m->n_params;
     double last_progress = 0;
     sampler_set_epoch(&t->samp, epoch);
-    for (int s = (int)t->position[1]; s < steps; s++) {
+    *steps_run = 0;
+    for (int s = (int)t->position[1]; s < steps; s++, ++*steps_run) {
         dataset_gather(m->x, t->labels, &t->data.train_images, &t->data.train_labels, t->data.train_idx,
                        sampler_batch(&t->samp, s), b);
         memset(m->grads + n, 0, sizeof(float) * MLP_GRAD_TAIL); /* the rest was zeroed by the last update */
@@ -230,7 +231,9 @@ static epoch_status train_epoch(trainer *t, bn_err *e) {
     return EPOCH_DONE;
 }
 
-static int finish_epoch(trainer *t, double t0, bn_err *e) {
+/* steps_run: the steps this process ran (fewer than steps_per_epoch in the
+ * epoch a run resumed in mid-way). */
+static int finish_epoch(trainer *t, double t0, int steps_run, bn_err *e) {
     const int steps = t->samp.steps_per_epoch, G = t->cfg.global_batch;
     const double train_s = bn_now() - t0;
     epoch_row row = {.epoch = (int32_t)t->position[0], .lr = t->opt.lr};
@@ -243,7 +246,7 @@ static int finish_epoch(trainer *t, double t0, bn_err *e) {
     row.val_acc = val.acc;
     row.time_s = bn_now() - t0;
     row.comm_s = bn_timers[T_GRAD_COMM] + bn_timers[T_BN_COMM];
-    row.samples_per_s = (double)steps * G / train_s;
+    row.samples_per_s = (double)steps_run * G / train_s;
     char digest[65];
     if (comm_agree(check_params_agree(t, digest, e), e) != BN_OK) return BN_ERR;
     add_steps(t, steps);
@@ -270,7 +273,8 @@ int train_run(trainer *t) {
     while (t->position[0] <= t->cfg.epochs) {
         bn_timers_reset();
         const double t0 = bn_now();
-        epoch_status st = train_epoch(t, &e);
+        int steps_run = 0;
+        epoch_status st = train_epoch(t, &steps_run, &e);
         if (st == EPOCH_FAILED) {
             if (t->progress) printf("\n");
             if (t->rank == 0) metrics_close(&t->metrics);
@@ -287,7 +291,7 @@ int train_run(trainer *t) {
                         (long long)t->position[0], (long long)t->position[1], t->checkpoint, t->checkpoint);
             comm_exit(BN_EXIT_STOPPED, NULL);
         }
-        if (finish_epoch(t, t0, &e) != BN_OK) comm_exit(EXIT_RUNTIME, e.msg);
+        if (finish_epoch(t, t0, steps_run, &e) != BN_OK) comm_exit(EXIT_RUNTIME, e.msg);
     }
     const double total_s = bn_now() - run_start;
     eval_result test = evaluate(t, &t->data.test_images, &t->data.test_labels, t->data.test_idx, t->data.n_test);
