@@ -2,6 +2,7 @@
  * Errors found by library code come back as values; this file turns them
  * into one exit on every rank. */
 #define _GNU_SOURCE
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -12,6 +13,17 @@
 #include "bnmpi/comm.h"
 #include "bnmpi/threads.h"
 #include "bnmpi/train.h"
+
+/* Ends the run on every rank with one formatted message. Collective: for
+ * conditions every rank sees alike. */
+__attribute__((format(printf, 2, 3))) _Noreturn static void fail_all(int code, const char *fmt, ...) {
+    char msg[BN_ERRLEN];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    comm_exit(code, msg);
+}
 
 /* Ends the run on every rank when any rank failed; status is agreed first. */
 static void check(int status, bn_err *e, int code) {
@@ -102,12 +114,11 @@ int main(int argc, char **argv) {
     const int saved_global_batch = c->global_batch;
     if (options_resolve(c, t.size, &e) != BN_OK) comm_exit(EXIT_USAGE, e.msg);
     if (c->resume[0] && c->global_batch != saved_global_batch)
-        comm_exit(EXIT_USAGE, (snprintf(e.msg, sizeof e.msg,
-                                        "--resume %.400s: global batch %d at %d ranks differs from the checkpoint's %d; "
-                                        "pass --global-batch %d (or --batch %d)",
-                                        c->resume, c->global_batch, t.size, saved_global_batch, saved_global_batch,
-                                        saved_global_batch / t.size),
-                               e.msg));
+        fail_all(EXIT_USAGE,
+                 "--resume %s: global batch %d at %d ranks differs from the checkpoint's %d; pass --global-batch %d "
+                 "(or --batch %d)",
+                 c->resume, c->global_batch, t.size, saved_global_batch, saved_global_batch,
+                 saved_global_batch / t.size);
     check(comm_set_bn_group(c->bn == BN_NONE ? 1 : c->bn_group, &e), &e, EXIT_USAGE);
 
     t.threads = threads_policy(c->threads, comm_node_size());
@@ -119,20 +130,14 @@ int main(int argc, char **argv) {
     check(dataset_load(&t.data, c, &e), &e, EXIT_RUNTIME);
     snprintf(c->data, sizeof c->data, "%s", t.data.dir);
     if (t.data.n_train < c->global_batch)
-        comm_exit(EXIT_USAGE, (snprintf(e.msg, sizeof e.msg,
-                                        "--global-batch %d exceeds the %d training samples (%d ranks x --batch %d)",
-                                        c->global_batch, t.data.n_train, t.size, c->batch),
-                               e.msg));
+        fail_all(EXIT_USAGE, "--global-batch %d exceeds the %d training samples (%d ranks x --batch %d)",
+                 c->global_batch, t.data.n_train, t.size, c->batch);
     const idx_array *files[4] = {&t.data.train_images, &t.data.train_labels, &t.data.test_images,
                                  &t.data.test_labels};
     for (int i = 0; i < 4 && c->resume[0]; i++)
         if (saved_sha[i][0] && strcmp(saved_sha[i], files[i]->sha256) != 0)
-            comm_exit(EXIT_USAGE, (snprintf(e.msg, sizeof e.msg,
-                                            "--resume %.200s: the data in %.200s differs from the checkpoint's (%s %.12s, "
-                                            "expected %.12s)",
-                                            c->resume, t.data.dir, h5config_sha_names[i], files[i]->sha256,
-                                            saved_sha[i]),
-                                   e.msg));
+            fail_all(EXIT_USAGE, "--resume %s: the data in %s differs from the checkpoint's (%s %.12s, expected %.12s)",
+                     c->resume, t.data.dir, h5config_sha_names[i], files[i]->sha256, saved_sha[i]);
 
     comm_library_version(t.mpi_lib, sizeof t.mpi_lib);
     comm_processor_name(t.host, sizeof t.host);
