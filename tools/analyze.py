@@ -20,6 +20,13 @@ see "The metrics file" in README.md) and writes into --out:
                    one line per global batch with two or more BN batch sizes
   throughput.png   training throughput (median over epochs of samples/s) and median
                    time per epoch against the global batch, one line per rank count
+  diagnostics.png  per-layer activation statistics over training, from the runs
+                   made with --diagnostics N (/diagnostics/layers): one row per
+                   hidden layer; the activation mean and variance at the BN input
+                   (where BN would be, in runs without BN) and their drift (the
+                   change since the previous log) against the step, one line per
+                   run, coloured by BN mode (none grey, local orange, sync blue);
+                   skipped with a note when no run has diagnostics
   summary.md       the results table, one row per run (accuracies in percent),
                    followed by the figures
   summary.csv      the same table, accuracies as fractions at full precision.
@@ -70,8 +77,9 @@ PROG = "analyze.py"
 FORMAT = "bnmpi-metrics"
 CHECKPOINT_FORMAT = "bnmpi-checkpoint"
 KNOWN_FORMAT_VERSION = 1
-FIGURES = ("curves.png", "batch_size.png", "bn_batch.png", "throughput.png")
+FIGURES = ("curves.png", "batch_size.png", "bn_batch.png", "throughput.png", "diagnostics.png")
 EPOCH_FIELDS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "time_s", "samples_per_s")
+DIAG_FIELDS = ("step", "layer", "act_mean", "act_var", "act_mean_drift", "act_var_drift")
 BN_ORDER = {"none": 0, "local": 1, "sync": 2, "group": 3, "ghost": 4}
 MODE_COLORS = {"none": "#4d4d4d", "local": "#ff7f0e", "sync": "#1f77b4", "group": "#2ca02c", "ghost": "#9467bd"}
 MODE_FAMILIES = {"none": "Greys", "local": "Oranges", "sync": "Blues", "group": "Greens", "ghost": "Purples"}
@@ -134,8 +142,9 @@ def _native(v):
 class Run:
     """One metrics file: its /config, /epochs and /summary (not /steps), in memory."""
 
-    def __init__(self, path, cfg, epochs, summary, version):
+    def __init__(self, path, cfg, epochs, summary, version, diag=None):
         self.path = path
+        self.diag = diag          # /diagnostics/layers: field -> numpy array, or None
         self.name = os.path.basename(path)
         self.cfg = cfg            # /config attributes as Python scalars
         self.epochs = epochs      # field -> numpy array, one entry per epoch, sorted by epoch
@@ -253,6 +262,18 @@ def load_run(path):
                 epochs = {n: np.zeros(0) for n in EPOCH_FIELDS}
                 epochs["epoch"] = np.zeros(0, dtype=int)
             summary = ({k: _native(v) for k, v in f["summary"].attrs.items()} if "summary" in f else None)
+            diag = None
+            if "diagnostics" in f and "layers" in f["diagnostics"]:
+                table = f["diagnostics"]["layers"][()]
+                names = table.dtype.names or ()
+                missing = [n for n in DIAG_FIELDS if n not in names]
+                if missing:
+                    raise InputError(f"{path}: /diagnostics/layers lacks the field(s) {', '.join(missing)} "
+                                     f"(expected {', '.join(DIAG_FIELDS)}, see README.md)")
+                diag = {n: np.asarray(table[n], dtype=float) for n in names}
+                for n in ("step", "layer"):
+                    diag[n] = np.asarray(table[n], dtype=int)
+                diag["every"] = _int(_native(f["diagnostics"].attrs.get("every", 0)))
     except InputError:
         raise
     except (OSError, KeyError, ValueError) as e:
@@ -264,7 +285,7 @@ def load_run(path):
             order[int(ep)] = i
         idx = np.array([order[k] for k in sorted(order)], dtype=int)
         epochs = {n: v[idx] for n, v in epochs.items()}
-    return Run(path, cfg, epochs, summary, version)
+    return Run(path, cfg, epochs, summary, version, diag)
 
 
 def expand_inputs(args):
@@ -577,20 +598,13 @@ def _legend_below(fig, handles, ncol=None, key=()):
                handlelength=2.6, columnspacing=1.6)
 
 
-def plot_curves(figs, runs, max_curves):
-    plt, ticker = _mpl()
-    from matplotlib.lines import Line2D
-    runs = [r for r in runs if r.n_epochs]
-    if not runs:
-        return figs.skip("curves.png", "no run has a completed epoch")
-    keys = ["_mode"] + [k for k in distinguishing(runs, candidate_keys(runs)) if k != "_mode"]
-    labels = {id(r): label(r, keys) for r in runs}
-    repeats = [r for r in runs if sum(labels[id(q)] == labels[id(r)] for q in runs) > 1]
-    for r in repeats:  # runs of the same configuration: name the file too
-        labels[id(r)] += f" [{os.path.splitext(r.name)[0]}]"
-    labels = {id(r): labels[id(r)] + ("" if r.complete else " (incomplete)") for r in runs}
+def run_colors(runs, max_curves):
+    """Colours for runs drawn one line each: with more than max_curves runs one
+    colour per BN mode; else shades of the mode's colour (up to 4 runs a mode),
+    else the default cycle. Returns (modes, by_mode, mode -> colour, id(run) -> colour)."""
+    plt, _ = _mpl()
     modes = sorted({mode_label(r) for r in runs}, key=mode_sort_key)
-    by_mode = len(runs) > max_curves
+    by_mode, colors = len(runs) > max_curves, {}
     if by_mode:
         colors = mode_colors(modes)
         color_of = {id(r): colors[mode_label(r)] for r in runs}
@@ -606,6 +620,28 @@ def plot_curves(figs, runs, max_curves):
                                    cmap(0.9 - 0.45 * i / (len(these) - 1)))
     else:
         color_of = {id(r): f"C{i % 10}" for i, r in enumerate(runs)}
+    return modes, by_mode, colors, color_of
+
+
+def run_labels(runs):
+    """Legend text per run: what sets it apart (BN mode first), the file name
+    for runs of the same configuration, and "(incomplete)" for unfinished runs."""
+    keys = ["_mode"] + [k for k in distinguishing(runs, candidate_keys(runs)) if k != "_mode"]
+    labels = {id(r): label(r, keys) for r in runs}
+    repeats = [r for r in runs if sum(labels[id(q)] == labels[id(r)] for q in runs) > 1]
+    for r in repeats:
+        labels[id(r)] += f" [{os.path.splitext(r.name)[0]}]"
+    return keys, {id(r): labels[id(r)] + ("" if r.complete else " (incomplete)") for r in runs}
+
+
+def plot_curves(figs, runs, max_curves):
+    plt, ticker = _mpl()
+    from matplotlib.lines import Line2D
+    runs = [r for r in runs if r.n_epochs]
+    if not runs:
+        return figs.skip("curves.png", "no run has a completed epoch")
+    keys, labels = run_labels(runs)
+    modes, by_mode, colors, color_of = run_colors(runs, max_curves)
 
     fig, (ax_acc, ax_loss) = plt.subplots(1, 2, figsize=(12, 4.6))
     lw, alpha = (1.0, 0.55) if by_mode else (1.6, 0.95)
@@ -763,6 +799,105 @@ def plot_bn_batch(figs, runs):
     fig.suptitle(sup)
     fig.tight_layout()
     figs.save("bn_batch.png", fig, sup)
+
+
+# (field, panel title, y label, y scale)
+DIAG_PANELS = [
+    ("act_mean", "activation mean", "mean over units of the batch mean", "linear"),
+    ("act_var", "activation variance", "mean over units of the batch variance", "log"),
+    ("act_mean_drift", "drift of the mean", "|change of the mean| since the previous log", "log"),
+    ("act_var_drift", "drift of the variance", "|change of the variance| since the previous log", "log"),
+]
+
+
+def _diag_rows(run):
+    """The run's /diagnostics/layers rows, one per (step, layer): the last row
+    written for each (a resumed run may have written one twice)."""
+    import numpy as np
+    d = run.diag
+    if d is None or not len(d["step"]):
+        return None
+    last = {}
+    for i, (st, ly) in enumerate(zip(d["step"], d["layer"])):
+        last[(int(st), int(ly))] = i
+    idx = np.array([last[k] for k in sorted(last)], dtype=int)
+    return {n: (v[idx] if hasattr(v, "shape") and v.shape == d["step"].shape else v) for n, v in d.items()}
+
+
+def plot_diagnostics(figs, runs, max_curves):
+    plt, ticker = _mpl()
+    import numpy as np
+    from matplotlib.lines import Line2D
+    rows = {id(r): _diag_rows(r) for r in runs}
+    have = [r for r in runs if rows[id(r)] is not None]
+    if not have:
+        return figs.skip("diagnostics.png", "no run has /diagnostics (made by bnmpi --diagnostics N)")
+    layers = sorted({int(l) for r in have for l, v in zip(rows[id(r)]["layer"], rows[id(r)]["act_var"])
+                     if np.isfinite(v)})
+    if not layers:
+        return figs.skip("diagnostics.png", "no run's /diagnostics/layers has activation statistics "
+                                            "(they exist for hidden layers only)")
+    keys, labels = run_labels(have)
+    modes, by_mode, colors, color_of = run_colors(have, max_curves)
+    n_widths = len({str(r.get("hidden")) for r in have})
+    fig, axes = plt.subplots(len(layers), len(DIAG_PANELS), figsize=(4.1 * len(DIAG_PANELS), 2.9 * len(layers) + 0.8),
+                             squeeze=False)
+    lw, alpha = (1.0, 0.6) if by_mode else (1.5, 0.9)
+    for i, layer in enumerate(layers):
+        for j, (field, title, ylabel, scale) in enumerate(DIAG_PANELS):
+            ax = axes[i][j]
+            for r in have:
+                d = rows[id(r)]
+                m = (d["layer"] == layer) & np.isfinite(d[field])
+                if scale == "log":
+                    m &= d[field] > 0
+                if not m.any():
+                    continue
+                ls = "--" if str(r.get("bn_place")) == "before" and r.get("bn") != "none" else "-"
+                ax.plot(d["step"][m], d[field][m], color=color_of[id(r)], lw=lw, alpha=alpha, ls=ls,
+                        label=labels[id(r)])
+            ax.set(title=f"hidden layer {layer + 1}: {title}", xlabel="step", ylabel=ylabel)
+            vals = np.abs(np.concatenate([ln.get_ydata() for ln in ax.get_lines()] or [np.zeros(0)]))
+            vals = vals[vals > 0]
+            if scale == "linear" and len(vals) and vals.max() > 1e3 * np.median(vals):
+                # a run that blew up would flatten the others: linear near 0, log beyond
+                ax.set_yscale("symlog", linthresh=float(np.median(vals)))
+            else:
+                ax.set_yscale(scale)
+            ax.yaxis.label.set_size(8.5)
+            ax.xaxis.set_major_locator(ticker.MaxNLocator(5, integer=True))
+    if by_mode:
+        handles = [Line2D([], [], color=colors[m], lw=2,
+                          label=f"{m} ({sum(mode_label(r) == m for r in have)} runs)") for m in modes]
+    else:
+        handles = [Line2D([], [], color=color_of[id(r)], lw=2, ls="--" if str(r.get("bn_place")) == "before"
+                          and r.get("bn") != "none" else "-", label=labels[id(r)]) for r in have]
+    _legend_below(fig, handles, ncol=len(handles) if len(handles) <= 3 else 3)
+    every = {rows[id(r)]["every"] for r in have}
+    common = common_description(have, skip=keys)
+    sup = ("Per-layer activation statistics over training, at the BN input (where BN would be, without BN)"
+           + (f", logged every {every.pop()} steps" if len(every) == 1 else "")
+           + ("; dashed: BN before the ReLU" if any(str(r.get("bn_place")) == "before" and r.get("bn") != "none"
+                                                      for r in have) else "")
+           + (f"\n{common}" if common else ""))
+    if n_widths > 1:
+        sup += ("\n" if not common else "; ") + "runs with fewer hidden layers appear in the upper rows only"
+    fig.suptitle(sup)
+    fig.tight_layout()
+    figs.save("diagnostics.png", fig, sup)
+    shrink_png(os.path.join(figs.out, "diagnostics.png"))
+
+
+def shrink_png(path):
+    """Re-saves a PNG with a 256-colour palette: many thin lines otherwise make
+    a file of several hundred KB; line plots lose nothing visible."""
+    try:
+        from PIL import Image
+    except ImportError:  # matplotlib needs Pillow, so this is unusual; keep the full-colour file
+        return
+    with Image.open(path) as img:
+        small = img.convert("RGB").quantize(colors=256)
+    small.save(path, optimize=True)
 
 
 def plot_throughput(figs, runs):
@@ -1003,6 +1138,7 @@ def main(argv=None):
         plot_batch_size(figs, runs)
         plot_bn_batch(figs, runs)
         plot_throughput(figs, runs)
+        plot_diagnostics(figs, runs, args.max_curves)
         rows = table_rows(runs)
         write_csv(os.path.join(args.out, "summary.csv"), rows)
         write_md(os.path.join(args.out, "summary.md"), rows, runs, figs, args.inputs, skipped)

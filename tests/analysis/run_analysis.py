@@ -91,8 +91,8 @@ def case_report():
     np 1 and 2): every figure is made with the right axes, and the table has each
     run once, with the numbers in the files."""
     runs = {
-        "none-gb64-np2": train(2, "none-gb64-np2", "--bn", "none", "--global-batch", "64"),
-        "sync-gb64-np2": train(2, "sync-gb64-np2", "--bn", "sync", "--global-batch", "64"),
+        "none-gb64-np2": train(2, "none-gb64-np2", "--bn", "none", "--global-batch", "64", "--diagnostics", "8"),
+        "sync-gb64-np2": train(2, "sync-gb64-np2", "--bn", "sync", "--global-batch", "64", "--diagnostics", "8"),
         "local-gb64-np2": train(2, "local-gb64-np2", "--bn", "local", "--global-batch", "64"),
         "sync-gb128-np2": train(2, "sync-gb128-np2", "--bn", "sync", "--global-batch", "128"),
         "none-gb128-np1": train(1, "none-gb128-np1", "--bn", "none", "--global-batch", "128"),
@@ -104,7 +104,7 @@ def case_report():
     print(p.stdout)
     # (matplotlib may note that it builds its font cache on a first run; nothing else)
     check("analyze.py:" not in p.stderr and "Traceback" not in p.stderr, f"stderr: {p.stderr!r}")
-    for name in ("curves.png", "batch_size.png", "bn_batch.png", "throughput.png"):
+    for name in ("curves.png", "batch_size.png", "bn_batch.png", "throughput.png", "diagnostics.png"):
         shape = check_png(os.path.join(out, name))
         print(f"ok {name}: {shape[1]}x{shape[0]}")
     figs = figures(out)
@@ -144,6 +144,15 @@ def case_report():
     check(sps["xscale"] == "log" and sps["xlabel"].startswith("global batch"), "throughput x axis")
     check(sps["lines"] == ["np=1", "np=2"], f"one throughput line per rank count: {sps['lines']}")
 
+    # diagnostics.png: the two runs made with --diagnostics, one row of panels (one hidden layer)
+    axes = axes_of(figs, "diagnostics.png")
+    check([a["title"] for a in axes] == ["hidden layer 1: activation mean", "hidden layer 1: activation variance",
+                                         "hidden layer 1: drift of the mean", "hidden layer 1: drift of the variance"],
+          f"diagnostics titles: {[a['title'] for a in axes]}")
+    for a in axes:
+        check(a["xlabel"] == "step" and sorted(a["lines"]) == ["bn=none", "bn=sync"], f"diagnostics axes: {a}")
+    check([a["yscale"] for a in axes] == ["linear", "log", "log", "log"], f"diagnostics scales: {axes}")
+
     rows = read_csv(out)
     check(sorted(r["file"] for r in rows) == sorted(n + ".h5" for n in runs), f"csv files: {[r['file'] for r in rows]}")
     check(all(r["status"] == "complete" for r in rows), "all runs complete")
@@ -176,7 +185,7 @@ def case_report():
     line = next(l for l in md.splitlines() if l.startswith("| sync-gb128-np2.h5 "))
     check(want in line, f"summary.md shows the test accuracy in percent ({want}): {line}")
     check(md.count("| complete |") == 7, "summary.md: one row per run")
-    for name in ("curves.png", "batch_size.png", "bn_batch.png", "throughput.png"):
+    for name in ("curves.png", "batch_size.png", "bn_batch.png", "throughput.png", "diagnostics.png"):
         check(f"]({name})" in md, f"summary.md links {name}")
 
 
@@ -187,13 +196,15 @@ def case_single_file():
     out = os.path.join(TMP, "out")
     p = analyze(path, "--out", out, python=False)
     check_png(os.path.join(out, "curves.png"))
-    for name in ("batch_size.png", "bn_batch.png", "throughput.png"):
+    for name in ("batch_size.png", "bn_batch.png", "throughput.png", "diagnostics.png"):
         check(not os.path.exists(os.path.join(out, name)), f"{name} made from one run")
         notes = [l for l in p.stdout.splitlines() if l.startswith(name + ": skipped")]
         check(len(notes) == 1, f"one note for the skipped {name}: {p.stdout!r}")
     check("only one global batch" in p.stdout, "the note says why")
+    check("no run has /diagnostics" in p.stdout, "the diagnostics note says why")
     figs = figures(out)
-    check(sorted(figs["skipped"]) == ["batch_size.png", "bn_batch.png", "throughput.png"], f"{figs['skipped']}")
+    check(sorted(figs["skipped"]) == ["batch_size.png", "bn_batch.png", "diagnostics.png", "throughput.png"],
+          f"{figs['skipped']}")
     check(figs["figures"]["curves.png"]["legend"][0] == "bn=sync", f"{figs['figures']['curves.png']['legend']}")
     rows = read_csv(out)
     check(len(rows) == 1 and rows[0]["file"] == "only.h5" and rows[0]["status"] == "complete", f"{rows}")
@@ -203,8 +214,8 @@ def case_single_file():
     check(not os.path.exists(os.path.join(out, "throughput.png")), "stale throughput.png kept")
     # --help documents the outputs and the input rules
     h = analyze("--help").stdout
-    for word in ("curves.png", "batch_size.png", "bn_batch.png", "throughput.png", "summary.md", "summary.csv",
-                 "figures.json", "--out", "recursively", "exit status 2", "incomplete"):
+    for word in ("curves.png", "batch_size.png", "bn_batch.png", "throughput.png", "diagnostics.png", "summary.md",
+                 "summary.csv", "figures.json", "--out", "recursively", "exit status 2", "incomplete"):
         check(word in h, f"--help lacks {word!r}")
 
 
