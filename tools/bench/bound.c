@@ -1,0 +1,359 @@
+/* bound.c: the hardware bound of one bnmpi training step (MLP 784-256-10 with BN).
+ *
+ * Times, per rank, the step's five cblas_sgemm calls at the per-rank batch with
+ * the same shapes and transposes as src/dense.c, an Adam update over the
+ * parameters (the loop of src/optim.c, for information), and an in-place
+ * MPI_Allreduce of the gradient buffer (n_params + 2 tail floats, as
+ * src/main.c sends). Every repetition starts after a barrier, so at np=2 both
+ * ranks compute at the same time, as in training. Prints CSV on rank 0:
+ *
+ *   kind,np,threads,batch,op,count,median_s,min_s,reps
+ *
+ * kind "gemm": op fwd1, dW1, fwd2, dW2, dX2 (one call each) and "step" (the
+ * median of the per-repetition sum of the five); the time of a rep is the
+ * slowest rank's. kind "adam": op "update". kind "allreduce": op "sum_f32".
+ * kind "bncomm" (np > 1): sync BN's collectives, op "moments_userop" (the
+ * forward merge as src/comm.c does it), "moments_sum" (the same bytes with
+ * MPI_SUM), "backward_sum" (the backward sums).
+ * Plus a "# core <OpenBLAS core name>" comment line first.
+ *
+ * Usage: mpirun -np P bnmpi-bound [--batches 16,32,64,256] [--threads 1]
+ *                                  [--time 0.4] [--no-gemm] [--no-allreduce]
+ *                                  [--hidden 256] [--count N]
+ * --time is the measuring budget in seconds per batch (and for the allreduce);
+ * the repetition count follows from a warm-up, at least 30.
+ */
+#define _POSIX_C_SOURCE 200809L
+#include <cblas.h>
+#include <math.h>
+#include <mpi.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+enum { IN = 784, OUT = 10, N_OPS = 5, MIN_REPS = 30, MAX_REPS = 20000, MAX_BATCHES = 32 };
+static const char *const op_name[N_OPS] = {"fwd1", "dW1", "fwd2", "dW2", "dX2"};
+
+static int rank, nranks;
+
+static double now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static void die(const char *msg) {
+    if (rank == 0) fprintf(stderr, "bnmpi-bound: %s\n", msg);
+    MPI_Finalize();
+    exit(2);
+}
+
+static float *floats(size_t n, unsigned *seed) {
+    float *p = NULL;
+    if (posix_memalign((void **)&p, 64, ((n * sizeof(float) + 63) / 64) * 64) != 0) die("out of memory");
+    for (size_t i = 0; i < n; i++) {
+        *seed = *seed * 1664525u + 1013904223u;
+        p[i] = (float)((*seed >> 8) & 0xffff) / 65536.0f - 0.5f;
+    }
+    return p;
+}
+
+static int cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+/* Median and minimum of v[0..n), sorting v. */
+static void stats(double *v, int n, double *median, double *min) {
+    qsort(v, (size_t)n, sizeof *v, cmp_double);
+    *min = v[0];
+    *median = n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+/* Each rep's time is the slowest rank's: reduce per-rep arrays with MAX. */
+static void slowest_rank(double *v, int n) {
+    if (nranks > 1) MPI_Allreduce(MPI_IN_PLACE, v, n, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD);
+}
+
+/* How many reps fit in budget seconds, given the time of one; agreed by all ranks. */
+static int reps_for(double one, double budget) {
+    MPI_Allreduce(MPI_IN_PLACE, &one, 1, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD);
+    double r = one > 0 ? budget / one : MAX_REPS;
+    return r < MIN_REPS ? MIN_REPS : r > MAX_REPS ? MAX_REPS : (int)r;
+}
+
+typedef struct {
+    float *x, *w1, *z1, *dz1, *dw1, *a1, *w2, *z2, *dz2, *dw2, *da1;
+} step_buffers;
+
+/* The step's GEMMs exactly as src/dense.c issues them (row-major, W stored (out, in)). */
+static void gemms(step_buffers *s, int B, int H, double t[N_OPS]) {
+    double t0 = now();
+    /* fwd1: z1 (B,H) += x (B,784) . W1^T */
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, B, H, IN, 1.0f, s->x, IN, s->w1, IN, 1.0f, s->z1, H);
+    double t1 = now();
+    /* fwd2: z2 (B,10) += a1 (B,H) . W2^T */
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, B, OUT, H, 1.0f, s->a1, H, s->w2, H, 1.0f, s->z2, OUT);
+    double t2 = now();
+    /* dW2 (10,H) += dz2^T (10,B) . a1 (B,H) */
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, OUT, H, B, 1.0f, s->dz2, OUT, s->a1, H, 1.0f, s->dw2, H);
+    double t3 = now();
+    /* dX2: da1 (B,H) = dz2 (B,10) . W2 (10,H) */
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, B, H, OUT, 1.0f, s->dz2, OUT, s->w2, H, 0.0f, s->da1, H);
+    double t4 = now();
+    /* dW1 (H,784) += dz1^T (H,B) . x (B,784); layer 0 computes no dx */
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, H, IN, B, 1.0f, s->dz1, H, s->x, IN, 1.0f, s->dw1, IN);
+    double t5 = now();
+    t[0] = t1 - t0; /* fwd1 */
+    t[1] = t5 - t4; /* dW1 */
+    t[2] = t2 - t1; /* fwd2 */
+    t[3] = t3 - t2; /* dW2 */
+    t[4] = t4 - t3; /* dX2 */
+}
+
+static void print_row(const char *kind, int threads, int batch, const char *op, long count, double *v, int n) {
+    double med, min;
+    stats(v, n, &med, &min);
+    if (rank == 0)
+        printf("%s,%d,%d,%d,%s,%ld,%.9e,%.9e,%d\n", kind, nranks, threads, batch, op, count, med, min, n);
+}
+
+static void bench_gemm(int B, int H, int threads, double budget) {
+    unsigned seed = 12345u + (unsigned)rank;
+    step_buffers s = {
+        .x = floats((size_t)B * IN, &seed),   .w1 = floats((size_t)H * IN, &seed),
+        .z1 = floats((size_t)B * H, &seed),   .dz1 = floats((size_t)B * H, &seed),
+        .dw1 = floats((size_t)H * IN, &seed), .a1 = floats((size_t)B * H, &seed),
+        .w2 = floats((size_t)OUT * H, &seed), .z2 = floats((size_t)B * OUT, &seed),
+        .dz2 = floats((size_t)B * OUT, &seed), .dw2 = floats((size_t)OUT * H, &seed),
+        .da1 = floats((size_t)B * H, &seed),
+    };
+    double t[N_OPS];
+    double t0 = now();
+    for (int i = 0; i < 10; i++) gemms(&s, B, H, t);
+    const int reps = reps_for((now() - t0) / 10, budget);
+    double *per_op[N_OPS], *total = calloc((size_t)reps, sizeof(double));
+    for (int k = 0; k < N_OPS; k++) per_op[k] = calloc((size_t)reps, sizeof(double));
+    if (!total) die("out of memory");
+    for (int r = 0; r < reps; r++) {
+        MPI_Barrier(MPI_COMM_WORLD);
+        /* keep the accumulating outputs bounded, outside the timed region */
+        if (r % 64 == 0) {
+            memset(s.z1, 0, sizeof(float) * (size_t)B * H);
+            memset(s.z2, 0, sizeof(float) * (size_t)B * OUT);
+            memset(s.dw1, 0, sizeof(float) * (size_t)H * IN);
+            memset(s.dw2, 0, sizeof(float) * (size_t)OUT * H);
+        }
+        gemms(&s, B, H, t);
+        total[r] = 0;
+        for (int k = 0; k < N_OPS; k++) {
+            per_op[k][r] = t[k];
+            total[r] += t[k];
+        }
+    }
+    for (int k = 0; k < N_OPS; k++) {
+        slowest_rank(per_op[k], reps);
+        print_row("gemm", threads, B, op_name[k], 1, per_op[k], reps);
+        free(per_op[k]);
+    }
+    slowest_rank(total, reps);
+    print_row("gemm", threads, B, "step", N_OPS, total, reps);
+    free(total);
+    free(s.x), free(s.w1), free(s.z1), free(s.dz1), free(s.dw1), free(s.a1);
+    free(s.w2), free(s.z2), free(s.dz2), free(s.dw2), free(s.da1);
+}
+
+/* src/optim.c's Adam loop (Keras defaults), the per-step elementwise floor. */
+static void adam(float *p, const float *g, float *m, float *v, size_t n, float lr_t) {
+    const float b1 = 0.9f, b2 = 0.999f, eps = 1e-7f;
+    for (size_t i = 0; i < n; i++) {
+        m[i] = b1 * m[i] + (1.0f - b1) * g[i];
+        v[i] = b2 * v[i] + (1.0f - b2) * g[i] * g[i];
+        p[i] -= lr_t * m[i] / (sqrtf(v[i]) + eps);
+    }
+}
+
+static void bench_adam(size_t n, int threads, double budget) {
+    unsigned seed = 777u;
+    float *p = floats(n, &seed), *g = floats(n, &seed), *m = floats(n, &seed), *v = floats(n, &seed);
+    for (size_t i = 0; i < n; i++) v[i] = fabsf(v[i]);
+    double t0 = now();
+    for (int i = 0; i < 10; i++) adam(p, g, m, v, n, 1e-9f);
+    const int reps = reps_for((now() - t0) / 10, budget);
+    double *t = calloc((size_t)reps, sizeof(double));
+    if (!t) die("out of memory");
+    for (int r = 0; r < reps; r++) {
+        MPI_Barrier(MPI_COMM_WORLD);
+        double a = now();
+        adam(p, g, m, v, n, 1e-9f);
+        t[r] = now() - a;
+    }
+    slowest_rank(t, reps);
+    print_row("adam", threads, 0, "update", (long)n, t, reps);
+    free(t), free(p), free(g), free(m), free(v);
+}
+
+static void bench_allreduce(size_t n, int threads, double budget) {
+    unsigned seed = 99u + (unsigned)rank;
+    float *buf = floats(n, &seed);
+    double t0 = now();
+    for (int i = 0; i < 10; i++) MPI_Allreduce(MPI_IN_PLACE, buf, (int)n, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD);
+    const int reps = reps_for((now() - t0) / 10, budget);
+    double *t = calloc((size_t)reps, sizeof(double));
+    if (!t) die("out of memory");
+    for (int r = 0; r < reps; r++) {
+        if (r % 64 == 0) /* keep the sums finite */
+            for (size_t i = 0; i < n; i++) buf[i] = 0.001f * (float)(i % 97);
+        MPI_Barrier(MPI_COMM_WORLD);
+        double a = now();
+        MPI_Allreduce(MPI_IN_PLACE, buf, (int)n, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD);
+        t[r] = now() - a;
+    }
+    slowest_rank(t, reps);
+    print_row("allreduce", threads, 0, "sum_f32", (long)n, t, reps);
+    free(t), free(buf);
+}
+
+/* Sync BN's two collectives per BN layer and step (src/comm.c): the forward
+ * moments merge, an MPI_Allreduce of one record of 1 + 2c doubles with a user
+ * operation (Chan's formula), and the backward MPI_Allreduce of 2c doubles
+ * (sum dy, sum dy*xhat). For comparison, the same moments record summed with
+ * the built-in MPI_SUM (what a shifted-sums formulation would send). */
+static int merge_c;
+static void merge_op(void *in, void *inout, int *len, MPI_Datatype *type) {
+    (void)type;
+    const int c = merge_c;
+    const double *a = in;
+    double *b = inout;
+    for (int r = 0; r < *len; r++, a += 1 + 2 * c, b += 1 + 2 * c) {
+        const double na = a[0], nb = b[0], n = na + nb;
+        if (na == 0) continue;
+        const double w = na * nb / n;
+        for (int j = 0; j < c; j++) {
+            const double d = b[1 + j] - a[1 + j];
+            b[1 + j] = (na * a[1 + j] + nb * b[1 + j]) / n;
+            b[1 + c + j] = (a[1 + c + j] + b[1 + c + j]) + d * d * w;
+        }
+        b[0] = n;
+    }
+}
+
+static void time_collective(const char *op, long count, double budget, int threads, void (*fn)(double *), double *buf) {
+    double t0 = now();
+    for (int i = 0; i < 10; i++) fn(buf);
+    const int reps = reps_for((now() - t0) / 10, budget);
+    double *t = calloc((size_t)reps, sizeof(double));
+    if (!t) die("out of memory");
+    for (int r = 0; r < reps; r++) {
+        MPI_Barrier(MPI_COMM_WORLD);
+        double a = now();
+        fn(buf);
+        t[r] = now() - a;
+    }
+    slowest_rank(t, reps);
+    print_row("bncomm", threads, 0, op, count, t, reps);
+    free(t);
+}
+
+static MPI_Op moments_op;
+static MPI_Datatype moments_type;
+static int bn_c;
+static void reset_moments(double *buf) {
+    buf[0] = 32;
+    for (int j = 0; j < 2 * bn_c; j++) buf[1 + j] = 0.5 + 0.001 * j;
+}
+static void moments_userop(double *buf) {
+    reset_moments(buf);
+    MPI_Allreduce(MPI_IN_PLACE, buf, 1, moments_type, moments_op, MPI_COMM_WORLD);
+}
+static void moments_sum(double *buf) {
+    reset_moments(buf);
+    MPI_Allreduce(MPI_IN_PLACE, buf, 1 + 2 * bn_c, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD);
+}
+static void backward_sums(double *buf) {
+    MPI_Allreduce(MPI_IN_PLACE, buf, 2 * bn_c, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD);
+}
+
+static void bench_bncomm(int c, int threads, double budget) {
+    bn_c = merge_c = c;
+    MPI_Op_create(merge_op, 1, &moments_op);
+    MPI_Type_contiguous(1 + 2 * c, MPI_DOUBLE, &moments_type);
+    MPI_Type_commit(&moments_type);
+    double *buf = calloc((size_t)(1 + 2 * c), sizeof(double));
+    if (!buf) die("out of memory");
+    time_collective("moments_userop", 1 + 2L * c, budget, threads, moments_userop, buf);
+    time_collective("moments_sum", 1 + 2L * c, budget, threads, moments_sum, buf);
+    time_collective("backward_sum", 2L * c, budget, threads, backward_sums, buf);
+    free(buf);
+    MPI_Type_free(&moments_type);
+    MPI_Op_free(&moments_op);
+}
+
+int main(int argc, char **argv) {
+    MPI_Init(&argc, &argv);
+    MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+    MPI_Comm_size(MPI_COMM_WORLD, &nranks);
+
+    int batches[MAX_BATCHES] = {16, 32, 64, 256}, n_batches = 4, threads = 1, hidden = 256;
+    int do_gemm = 1, do_allreduce = 1;
+    double budget = 0.4;
+    long count = -1;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *val = i + 1 < argc ? argv[i + 1] : NULL;
+        if (!strcmp(a, "--no-gemm")) {
+            do_gemm = 0;
+        } else if (!strcmp(a, "--no-allreduce")) {
+            do_allreduce = 0;
+        } else if (!val) {
+            die("usage: bnmpi-bound [--batches B,B,...] [--threads N] [--time S] [--hidden H] [--count N] "
+                "[--no-gemm] [--no-allreduce]");
+        } else if (!strcmp(a, "--batches")) {
+            n_batches = 0;
+            char *copy = strdup(val), *save = NULL;
+            for (char *tok = strtok_r(copy, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+                if (n_batches == MAX_BATCHES) die("--batches: too many");
+                batches[n_batches] = atoi(tok);
+                if (batches[n_batches] < 1) die("--batches: each must be a positive integer");
+                n_batches++;
+            }
+            free(copy);
+            i++;
+        } else if (!strcmp(a, "--threads")) {
+            threads = atoi(val), i++;
+            if (threads < 1) die("--threads: must be >= 1");
+        } else if (!strcmp(a, "--hidden")) {
+            hidden = atoi(val), i++;
+            if (hidden < 1) die("--hidden: must be >= 1");
+        } else if (!strcmp(a, "--time")) {
+            budget = atof(val), i++;
+            if (!(budget > 0)) die("--time: must be > 0");
+        } else if (!strcmp(a, "--count")) {
+            count = atol(val), i++;
+            if (count < 1) die("--count: must be >= 1");
+        } else {
+            die("unknown option (see the comment at the top of tools/bench/bound.c)");
+        }
+    }
+    /* bnmpi's flat parameters with BN: W1, b1, gamma, beta, W2, b2 (src/mlp.c) */
+    const long n_params = (long)hidden * IN + hidden + 2L * hidden + (long)OUT * hidden + OUT;
+    if (count < 0) count = n_params + 2; /* + MLP_GRAD_TAIL: loss sum and correct count */
+
+    openblas_set_num_threads(threads);
+    if (rank == 0) {
+        printf("# core %s\n", openblas_get_corename());
+        printf("# params %ld allreduce_floats %ld\n", n_params, count);
+        printf("kind,np,threads,batch,op,count,median_s,min_s,reps\n");
+    }
+    if (do_gemm) {
+        for (int b = 0; b < n_batches; b++) bench_gemm(batches[b], hidden, threads, budget);
+        bench_adam((size_t)n_params, threads, budget / 2);
+    }
+    if (do_allreduce && nranks > 1) {
+        bench_allreduce((size_t)count, threads, budget);
+        bench_bncomm(hidden, threads, budget / 4);
+    }
+    fflush(stdout);
+    MPI_Finalize();
+    return 0;
+}
