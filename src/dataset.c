@@ -66,12 +66,11 @@ int dataset_find_dir(const bn_config *c, char *out, size_t n, bn_err *e) {
                       "or pass --data DIR", tried[0] ? tried : "no candidate directory");
 }
 
-/* Reads and cross-checks the four files of d->dir. */
-static int read_files(dataset *d, idx_array *arrays[4], bn_err *e) {
-    char path[4][BN_PATH];
+/* The four files' paths in d->dir, and their headers cross-checked. */
+static int read_headers(dataset *d, char path[4][BN_PATH], idx_array *arrays[4], bn_err *e) {
     for (int i = 0; i < 4; i++) {
-        if (idx_find(d->dir, file_base[i], path[i], sizeof path[i], e) != BN_OK) return BN_ERR;
-        if (idx_read(path[i], i % 2 == 0 ? 3 : 1, arrays[i], e) != BN_OK) return BN_ERR;
+        if (idx_find(d->dir, file_base[i], path[i], BN_PATH, e) != BN_OK) return BN_ERR;
+        if (idx_read_header(path[i], i % 2 == 0 ? 3 : 1, arrays[i], e) != BN_OK) return BN_ERR;
     }
     for (int i = 0; i < 4; i += 2) {
         const idx_array *im = arrays[i], *lb = arrays[i + 1];
@@ -84,27 +83,32 @@ static int read_files(dataset *d, idx_array *arrays[4], bn_err *e) {
     return BN_OK;
 }
 
+static size_t array_bytes(const idx_array *a) { return (size_t)a->count * a->rows * a->cols; }
+
 int dataset_load(dataset *d, const bn_config *c, bn_err *e) {
     memset(d, 0, sizeof *d);
     if (dataset_find_dir(c, d->dir, sizeof d->dir, e) != BN_OK) return BN_ERR;
-    /* one copy per node: the node's rank 0 reads and checks the files into a
-     * shared window; the other ranks on the node map it */
+    /* one copy per node: the node's rank 0 checks the headers, every rank of
+     * the node maps windows of the sizes they give, and rank 0 reads the data
+     * (checked again in full) straight into them */
     idx_array *arrays[4] = {&d->train_images, &d->train_labels, &d->test_images, &d->test_labels};
-    int status = comm_node_rank() == 0 ? read_files(d, arrays, e) : BN_OK;
+    char path[4][BN_PATH];
+    const int root = comm_node_rank() == 0;
+    if (comm_node_share(root ? read_headers(d, path, arrays, e) : BN_OK, e) != BN_OK) return BN_ERR;
+    uint8_t *shared[4];
+    for (int i = 0; i < 4; i++) {
+        comm_node_bcast_chars((char *)arrays[i], sizeof *arrays[i]); /* count, rows, cols */
+        shared[i] = comm_node_shared_alloc(array_bytes(arrays[i]));
+    }
+    int status = BN_OK;
+    for (int i = 0; i < 4 && root && status == BN_OK; i++)
+        status = idx_read_into(path[i], i % 2 == 0 ? 3 : 1, arrays[i], shared[i], array_bytes(arrays[i]), e);
     if (comm_node_share(status, e) != BN_OK) return BN_ERR;
     for (int i = 0; i < 4; i++) {
-        idx_array *a = arrays[i];
-        comm_node_bcast_chars((char *)a, sizeof *a); /* count, dims, sha256 (data is rank 0's pointer) */
-        const size_t bytes = (size_t)a->count * a->rows * a->cols;
-        uint8_t *shared = comm_node_shared_alloc(bytes);
-        if (comm_node_rank() == 0) {
-            memcpy(shared, a->data, bytes);
-            free(a->data);
-        }
-        a->data = shared;
-        a->shared = 1;
+        comm_node_bcast_chars(arrays[i]->sha256, sizeof arrays[i]->sha256);
+        arrays[i]->data = shared[i];
+        arrays[i]->shared = 1;
     }
-    comm_node_barrier();
     const int total = d->train_images.count;
     d->n_val = (int)lround(c->val_fraction * total);
     d->n_train = total - d->n_val;

@@ -212,16 +212,22 @@ static int check_labels(const char *path, const uint8_t *labels, size_t count, b
     return BN_OK;
 }
 
-/* Everything after opening; the caller closes r->gz. On error *data may hold a
- * buffer the caller frees. */
-static int read_opened(idx_reader *r, int expect_ndim, uint32_t *dims, uint8_t **data,
-                       bn_err *e)
+/* Everything after opening; the caller closes r->gz. With buf, the data goes
+ * there and must be exactly buf_len bytes; without, into a new buffer that
+ * *data receives (and the caller frees on error). */
+static int read_opened(idx_reader *r, int expect_ndim, uint32_t *dims, uint8_t *buf, size_t buf_len,
+                       uint8_t **data, int header_only, bn_err *e)
 {
     size_t data_len = 0;
     if (read_header(r, expect_ndim, dims, e) != BN_OK ||
         check_dims(r->path, dims, expect_ndim, &data_len, e) != BN_OK)
         return BN_ERR;
-    *data = bn_calloc(data_len, 1);
+    if (header_only)
+        return BN_OK;
+    if (buf && data_len != buf_len)
+        return bn_fail(e, "%s: holds %zu bytes of data now, %zu when its header was read (file changed?)",
+                       r->path, data_len, buf_len);
+    *data = buf ? buf : bn_calloc(data_len, 1);
     if (read_data(r, dims, expect_ndim, *data, data_len, e) != BN_OK)
         return BN_ERR;
     if (expect_ndim == 1 && check_labels(r->path, *data, data_len, e) != BN_OK)
@@ -229,7 +235,8 @@ static int read_opened(idx_reader *r, int expect_ndim, uint32_t *dims, uint8_t *
     return BN_OK;
 }
 
-int idx_read(const char *path, int expect_ndim, idx_array *out, bn_err *e)
+static int read_file(const char *path, int expect_ndim, idx_array *out, uint8_t *buf, size_t buf_len,
+                     int header_only, bn_err *e)
 {
     memset(out, 0, sizeof *out);
     if (expect_ndim != 1 && expect_ndim != 3)
@@ -248,10 +255,11 @@ int idx_read(const char *path, int expect_ndim, idx_array *out, bn_err *e)
 
     uint32_t dims[IDX_MAX_NDIM] = {1, 1, 1};
     uint8_t *data = NULL;
-    int status = read_opened(&r, expect_ndim, dims, &data, e);
+    int status = read_opened(&r, expect_ndim, dims, buf, buf_len, &data, header_only, e);
     gzclose(r.gz);
     if (status != BN_OK) {
-        free(data);
+        if (data != buf)
+            free(data);
         return BN_ERR;
     }
 
@@ -259,8 +267,24 @@ int idx_read(const char *path, int expect_ndim, idx_array *out, bn_err *e)
     out->count = (int)dims[0];
     out->rows = (int)dims[1];
     out->cols = (int)dims[2];
-    sha256_final_hex(&r.hash, out->sha256);
+    if (!header_only)
+        sha256_final_hex(&r.hash, out->sha256);
     return BN_OK;
+}
+
+int idx_read(const char *path, int expect_ndim, idx_array *out, bn_err *e)
+{
+    return read_file(path, expect_ndim, out, NULL, 0, 0, e);
+}
+
+int idx_read_header(const char *path, int expect_ndim, idx_array *out, bn_err *e)
+{
+    return read_file(path, expect_ndim, out, NULL, 0, 1, e);
+}
+
+int idx_read_into(const char *path, int expect_ndim, idx_array *out, uint8_t *buf, size_t bytes, bn_err *e)
+{
+    return read_file(path, expect_ndim, out, buf, bytes, 0, e);
 }
 
 void idx_free(idx_array *a)

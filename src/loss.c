@@ -9,8 +9,8 @@ void relu_forward(float *y, const float *x, size_t n) {
 }
 
 void relu_backward(float *d, const float *y, size_t n) {
-    for (size_t i = 0; i < n; i++)
-        if (!(y[i] > 0.0f)) d[i] = 0.0f;
+    /* a select, not a branch: vectorises, and no mispredictions on random signs */
+    for (size_t i = 0; i < n; i++) d[i] = y[i] > 0.0f ? d[i] : 0.0f;
 }
 
 double softmax_xent(float *dlogits, const float *logits, const uint8_t *labels, int B, int k, float scale,

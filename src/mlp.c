@@ -62,6 +62,9 @@ void mlp_init(mlp *m, const bn_config *c, int cap) {
     m->state = bn_alloc_floats(scur);
     m->eval_state = bn_alloc_floats(scur);
 
+    /* forward buffers hold cap rows (evaluation blocks too); what only
+     * training needs holds the training batch */
+    const int train_cap = c->batch > 0 && c->batch < cap ? c->batch : cap;
     int widest = MLP_IN;
     m->x = bn_alloc_floats((size_t)cap * MLP_IN);
     for (int l = 0; l <= m->n_hidden; l++) {
@@ -72,14 +75,14 @@ void mlp_init(mlp *m, const bn_config *c, int cap) {
         m->out[l] = bn_alloc_floats(n);
         if (m->bn_mode != BN_NONE) {
             m->mid[l] = bn_alloc_floats(n);
-            m->xhat[l] = bn_alloc_floats(n);
-            const int chunks = c->ghost_batch ? (cap + c->ghost_batch - 1) / c->ghost_batch : 1;
+            m->xhat[l] = bn_alloc_floats((size_t)train_cap * m->dims[l + 1]);
+            const int chunks = c->ghost_batch ? (train_cap + c->ghost_batch - 1) / c->ghost_batch : 1;
             m->inv_std[l] = bn_alloc_floats((size_t)chunks * m->dims[l + 1]);
             m->pop[l] = bn_calloc((size_t)(1 + 2 * m->dims[l + 1]), sizeof(double));
         }
     }
-    m->dbuf[0] = bn_alloc_floats((size_t)cap * widest);
-    m->dbuf[1] = bn_alloc_floats((size_t)cap * widest);
+    m->dbuf[0] = bn_alloc_floats((size_t)train_cap * widest);
+    m->dbuf[1] = bn_alloc_floats((size_t)train_cap * widest);
 }
 
 void mlp_free(mlp *m) {

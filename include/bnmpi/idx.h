@@ -24,6 +24,11 @@ typedef struct {
  * that decodes cleanly, and for labels (ndim 1) that every value is 0..9.
  * Each error message starts with the path. */
 int idx_read(const char *path, int expect_ndim, idx_array *out, bn_err *e);
+/* The same checks of the header only: count, rows and cols, no data. */
+int idx_read_header(const char *path, int expect_ndim, idx_array *out, bn_err *e);
+/* idx_read into a buffer the caller owns, which must hold exactly the data
+ * (bytes = count * rows * cols, as idx_read_header said); out->data = buf. */
+int idx_read_into(const char *path, int expect_ndim, idx_array *out, uint8_t *buf, size_t bytes, bn_err *e);
 void idx_free(idx_array *a);
 
 /* Finds "<dir>/<base>" or "<dir>/<base>.gz", whichever exists (plain first).

@@ -54,19 +54,20 @@ typedef struct {
 
     bn_layer bn[BN_MAX_HIDDEN];
 
-    int cap;                       /* rows the activation buffers hold */
+    int cap;                       /* rows the forward buffers hold (training and evaluation) */
     float *x;                      /* (cap, 784) input batch */
     float *z[BN_MAX_HIDDEN + 1];   /* (cap, dims[l+1]) dense outputs; z[n_hidden] = logits */
     float *mid[BN_MAX_HIDDEN];     /* (cap, dims[l+1]) bn(z) or relu(z); NULL without BN */
-    float *xhat[BN_MAX_HIDDEN];    /* (cap, dims[l+1]) normalised, for backward */
+    float *xhat[BN_MAX_HIDDEN];    /* (batch, dims[l+1]) normalised, for backward */
     float *out[BN_MAX_HIDDEN];     /* (cap, dims[l+1]) layer output */
     float *inv_std[BN_MAX_HIDDEN]; /* (ghost batches per batch or 1, dims[l+1]) */
-    float *dbuf[2];                /* (cap, max width) backward ping-pong */
+    float *dbuf[2];                /* (batch, max width) backward ping-pong */
     double *pop[BN_MAX_HIDDEN];    /* (1 + 2*dims[l+1]) population moments of BN inputs */
     int collecting;                /* forward_train accumulates pop[] and leaves running stats */
 } mlp;
 
-/* Builds the layout and buffers for batches of up to cap rows. */
+/* Builds the layout and buffers: forward for up to cap rows, training (BN's
+ * saved normalised inputs, backward) for up to c->batch rows (cap if 0). */
 void mlp_init(mlp *m, const bn_config *c, int cap);
 void mlp_free(mlp *m);
 /* Glorot-uniform weights (Keras' default) times scale, zero biases, gamma 1,
