@@ -108,7 +108,9 @@ SlurmUser=root
 SlurmdUser=root
 AuthType=auth/munge
 CredType=cred/munge
-AuthInfo=socket={self._path("munge", "munge.socket.2")}
+# cred_expire: how long a requeued job waits before it may start again
+# (SLURM's default is 120 s; starting it sooner fails with "credential revoked").
+AuthInfo=socket={self._path("munge", "munge.socket.2")},cred_expire=10
 StateSaveLocation={self._path("state")}
 SlurmdSpoolDir={self._path("spool")}
 SlurmctldPidFile={self._path("slurmctld.pid")}
@@ -122,6 +124,9 @@ ProctrackType=proctrack/linuxproc
 TaskPlugin=task/none
 MpiDefault=none
 SchedulerType=sched/builtin
+# Test pending jobs every 2 s, not every 60 s (a requeued job becomes eligible
+# while nothing else happens).
+SchedulerParameters=sched_interval=2
 SelectType=select/cons_tres
 SelectTypeParameters=CR_CPU
 JobAcctGatherType=jobacct_gather/none
@@ -202,7 +207,7 @@ PartitionName=debug Nodes=localhost Default=YES MaxTime=INFINITE State=UP OverSu
         r = self.run(["sinfo", "-h", "-n", "localhost", "-o", "%t"], check=False, timeout=5)
         return r.returncode == 0 and r.stdout.strip() in ("idle", "mix", "alloc")
 
-    def _stepd_pids(self):
+    def stepd_pids(self):
         """slurmstepd processes of this cluster: those with a file open under root."""
         pids = []
         for d in os.listdir("/proc"):
@@ -233,7 +238,7 @@ PartitionName=debug Nodes=localhost Default=YES MaxTime=INFINITE State=UP OverSu
                     time.sleep(0.3)
             except (subprocess.TimeoutExpired, OSError):
                 pass
-        stepds = self._stepd_pids()
+        stepds = self.stepd_pids()
         for name in ("slurmd", "slurmctld", "munged"):
             p = self.procs.get(name)
             if p and p.poll() is None:
@@ -243,7 +248,7 @@ PartitionName=debug Nodes=localhost Default=YES MaxTime=INFINITE State=UP OverSu
                 except subprocess.TimeoutExpired:
                     p.kill()
                     p.wait(5)
-        stepds = sorted(set(stepds) | set(self._stepd_pids()))
+        stepds = sorted(set(stepds) | set(self.stepd_pids()))
         for pid in stepds:
             try:
                 os.kill(pid, signal.SIGKILL)
@@ -281,7 +286,7 @@ def _stop_from_files(root):
     subprocess.run(["scancel", "--full", "--user", str(os.getuid())], env=c.env,
                    stdin=subprocess.DEVNULL, capture_output=True, timeout=10)
     time.sleep(1)
-    stepds = c._stepd_pids()
+    stepds = c.stepd_pids()
     for name in ("slurmd", "slurmctld", "munged"):
         if name in pids:
             try:
@@ -289,7 +294,7 @@ def _stop_from_files(root):
             except ProcessLookupError:
                 pass
     time.sleep(2)
-    for pid in stepds + c._stepd_pids() + list(pids.values()):
+    for pid in stepds + c.stepd_pids() + list(pids.values()):
         try:
             os.kill(pid, signal.SIGKILL)
         except ProcessLookupError:
