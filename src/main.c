@@ -159,6 +159,11 @@ int main(int argc, char **argv) {
 
     if (c->resume[0]) {
         check(checkpoint_load(c->resume, &t.state, saved_ranks, &e), &e, EXIT_RUNTIME);
+        if (t.position[0] > c->epochs)
+            fail_all(EXIT_USAGE,
+                     "--resume %s: the checkpoint has finished %lld epochs%s; pass --epochs above %lld to continue",
+                     c->resume, (long long)t.position[0] - 1, t.position[1] ? " and part of the next" : "",
+                     (long long)t.position[0] - 1);
         if (t.rank == 0 && c->bn == BN_LOCAL && saved_ranks != t.size)
             fprintf(stderr, "bnmpi: warning: resuming a --bn local run written at %d ranks on %d ranks: the BN batch "
                             "changes from %d to %d samples, so this is not the same computation; BN running "

@@ -306,8 +306,8 @@ int options_resolve(bn_config *c, int n_ranks, bn_err *e) {
         return bn_fail(e, "--nesterov: applies to --optimizer sgd only");
     if (c->nesterov && c->momentum == 0.0)
         return bn_fail(e, "--nesterov: needs --momentum > 0");
-    if (c->bn == BN_NONE && (c->bn_group || c->ghost_batch))
-        return bn_fail(e, "--%s: needs batch norm, but --bn is none", c->bn_group ? "bn-group" : "ghost-batch");
+    if (c->bn == BN_NONE && (c->bn_group > 1 || c->ghost_batch))
+        return bn_fail(e, "--%s: needs batch norm, but --bn is none", c->ghost_batch ? "ghost-batch" : "bn-group");
     if (c->bn == BN_LOCAL && c->bn_group > 1)
         return bn_fail(e, "--bn-group %d: --bn local means groups of 1; use --bn sync --bn-group %d", c->bn_group,
                        c->bn_group);

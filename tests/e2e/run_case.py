@@ -447,6 +447,7 @@ def case_bad_checkpoints():
         (["--resume", TMP], 1, "not a regular file"),
         (["--resume", ck, "--global-batch", "128"], 2, "--global-batch 128 differs"),
         (["--checkpoint", ck, "--metrics", os.path.join(TMP, "new.h5")], 1, "file exists"),
+        (["--resume", ck, "--epochs", "1"], 2, "the checkpoint has finished 1 epochs; pass --epochs above 1"),
     ]
     for flags, code, needle in cases:
         rc, out, err, took = run(2, *flags, expect=code, timeout=60)
