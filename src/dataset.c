@@ -2,6 +2,7 @@
 #define _GNU_SOURCE
 #include "bnmpi/dataset.h"
 
+#include <limits.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -57,7 +58,8 @@ int dataset_find_dir(const bn_config *c, char *out, size_t n, bn_err *e) {
     for (int i = 0; i < 3; i++) {
         if (!candidates[i][0]) continue;
         if (has_data(candidates[i])) {
-            snprintf(out, n, "%s", candidates[i]);
+            char canonical[PATH_MAX];
+            snprintf(out, n, "%s", realpath(candidates[i], canonical) ? canonical : candidates[i]);
             return BN_OK;
         }
         used += (size_t)snprintf(tried + used, sizeof tried - used, "%s%s", used ? ", " : "", candidates[i]);
