@@ -127,6 +127,10 @@ int main(int argc, char **argv) {
     t.show = t.rank == 0 && !c->quiet;
     t.progress = t.show && stdout_is_terminal();
 
+    /* a bad --metrics path fails before the data is read */
+    if (c->metrics[0] && !c->resume[0] &&
+        comm_share(t.rank == 0 ? metrics_check_path(c->metrics, c->force, &e) : BN_OK, &e) != BN_OK)
+        comm_exit(EXIT_RUNTIME, e.msg);
     check(dataset_load(&t.data, c, &e), &e, EXIT_RUNTIME);
     snprintf(c->data, sizeof c->data, "%s", t.data.dir);
     if (t.data.n_train < c->global_batch)

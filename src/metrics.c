@@ -92,8 +92,7 @@ static void *grow(void *p, size_t *cap, size_t need, size_t size) {
     return q;
 }
 
-int metrics_create(metrics_file *m, const char *path, int force, const bn_config *c, const run_facts *f, bn_err *e) {
-    keep(m, path, c, f);
+int metrics_check_path(const char *path, int force, bn_err *e) {
     char dir_buf[BN_PATH];
     snprintf(dir_buf, sizeof dir_buf, "%s", path);
     const char *dir = dirname(dir_buf);
@@ -105,6 +104,12 @@ int metrics_create(metrics_file *m, const char *path, int force, const bn_config
         return bn_fail(e, "--metrics %s: is a directory, expected a file path", path);
     if (file_exists(path) && !force)
         return bn_fail(e, "--metrics %s: file exists; choose another path or pass --force to overwrite it", path);
+    return BN_OK;
+}
+
+int metrics_create(metrics_file *m, const char *path, int force, const bn_config *c, const run_facts *f, bn_err *e) {
+    keep(m, path, c, f);
+    if (metrics_check_path(path, force, e) != BN_OK) return BN_ERR;
     return metrics_flush(m, e);
 }
 

@@ -69,6 +69,9 @@ typedef struct {
 /* The default path: runs/<dataset>-bn_<mode>-h<hidden>-<opt>-gb<G>-np<P>-seed<S>-<UTC time>.h5,
  * with -2, -3, ... appended if that exists. Creates runs/ if missing. */
 int metrics_default_path(const bn_config *c, char *out, size_t n, bn_err *e);
+/* Whether path can be created: its directory exists and is writable, and it
+ * is not a directory, nor an existing file unless force. */
+int metrics_check_path(const char *path, int force, bn_err *e);
 /* Checks that path can be created (its directory exists and is writable; an
  * existing file only with force) and writes the file with /config and empty
  * tables. Errors name the path and why. c and f are copied. */

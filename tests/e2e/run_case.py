@@ -515,13 +515,17 @@ def case_readonly_metrics_dir():
     os.makedirs(d)
     os.chmod(d, 0o555)
     os.chmod(TMP, 0o755)
-    cmd = [ARGS.mpiexec, "-np", "2", ARGS.bnmpi, *QUICK, "--metrics", os.path.join(d, "m.h5")]
+    # the user must reach the program and a working directory: the build tree
+    # may sit in a folder only root can enter, so run a copy from TMP
+    exe = os.path.join(TMP, "bnmpi")
+    shutil.copy(ARGS.bnmpi, exe)
+    cmd = [ARGS.mpiexec, "-np", "2", exe, *QUICK, "--metrics", os.path.join(d, "m.h5")]
     if os.geteuid() == 0:
         if shutil.which("runuser") is None:
             print("SKIP: runuser missing")
             return
         cmd = ["runuser", "-u", "nobody", "--", *cmd]
-    p = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=120)
+    p = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=120, cwd=TMP)
     lines = [l for l in p.stderr.splitlines() if l.startswith("bnmpi:")]
     check(p.returncode == 1 and len(lines) == 1 and "is not writable" in lines[0],
           f"exit {p.returncode}, stderr {p.stderr!r}")
