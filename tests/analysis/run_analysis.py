@@ -10,7 +10,6 @@ import csv
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -22,6 +21,9 @@ import numpy as np
 
 matplotlib.use("Agg")
 import matplotlib.image as mpimg  # noqa: E402
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "pylib"))
+from mpi_procs import kill_ranks_then_mpirun  # noqa: E402
 
 ARGS = None
 TMP = None
@@ -303,7 +305,7 @@ def case_incomplete():
         live = {r["file"]: r for r in read_csv(out)}
         check(live["killed.h5"]["status"] == "incomplete", f"running run: {live['killed.h5']}")
     finally:
-        kill_tree(proc)
+        kill_ranks_then_mpirun(proc)
     out = os.path.join(TMP, "out")
     p = analyze(os.path.join(TMP, "runs"), "--out", out)
     print(p.stdout)
@@ -329,33 +331,6 @@ def case_incomplete():
     # the accuracy comparisons use complete runs only: one global batch left, so skipped
     check("batch_size.png" in figs["skipped"], "batch_size.png should be skipped (one complete global batch)")
     check("throughput.png" in figs["figures"], "throughput uses the killed run's epochs (global batch 128)")
-
-
-def kill_tree(proc):
-    """SIGKILL to the bnmpi ranks this test started (the children of its mpiexec),
-    then to mpiexec's own process group."""
-    if proc.poll() is not None:
-        return
-    kids = []
-    for pid in os.listdir("/proc"):
-        if pid.isdigit():
-            try:
-                stat = open(f"/proc/{pid}/stat").read()
-            except OSError:
-                continue
-            ppid = int(stat.rsplit(")", 1)[1].split()[1])
-            if ppid == proc.pid:
-                kids.append(int(pid))
-    for pid in kids:
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-    try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=20)
 
 
 def main():

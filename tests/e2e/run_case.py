@@ -18,6 +18,9 @@ import time
 import h5py
 import numpy as np
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "pylib"))
+from mpi_procs import kill_ranks_then_mpirun  # noqa: E402
+
 ARGS = None
 TMP = None
 # Open MPI refuses root without these; they belong to the test harness only.
@@ -395,34 +398,6 @@ def case_sigkill_leaves_readable_files():
             check(done == list(range(1, len(done) + 1)) and len(done) >= epoch - 1,
                   f"kill {i}: epochs {done} in the metrics, the checkpoint is in epoch {epoch}")
         print(f"kill {i}: checkpoint at epoch {epoch} step {step} (global step {gstep}); metrics readable")
-
-
-def children(pid):
-    kids = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                stat = open(f"/proc/{entry}/stat").read()
-            except OSError:
-                continue
-            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
-                kids.append(int(entry))
-    return kids
-
-
-def kill_ranks_then_mpirun(proc):
-    """SIGKILL to the ranks themselves (each has its own process group, so
-    killing mpirun's group would not reach them), then to mpirun."""
-    for pid in children(proc.pid):
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    proc.wait()
 
 
 def case_bad_checkpoints():
