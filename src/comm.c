@@ -120,6 +120,30 @@ void comm_allreduce_sum_f64(double *buf, size_t n, comm_group g, int timer) {
     bn_timers[timer] += bn_now() - t0;
 }
 
+static MPI_Request pending[COMM_MAX_PENDING];
+static int n_pending;
+
+void comm_isum_start_f32(float *buf, size_t n, int timer) {
+    double t0 = bn_now();
+    if (n_pending == COMM_MAX_PENDING) comm_fail("internal: too many nonblocking sums in flight");
+    MPI_Iallreduce(MPI_IN_PLACE, buf, count_or_die(n), MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD, &pending[n_pending++]);
+    bn_timers[timer] += bn_now() - t0;
+}
+
+void comm_isum_progress(int timer) {
+    double t0 = bn_now();
+    int done;
+    MPI_Testall(n_pending, pending, &done, MPI_STATUSES_IGNORE);
+    bn_timers[timer] += bn_now() - t0;
+}
+
+void comm_isum_wait(int timer) {
+    double t0 = bn_now();
+    MPI_Waitall(n_pending, pending, MPI_STATUSES_IGNORE);
+    n_pending = 0;
+    bn_timers[timer] += bn_now() - t0;
+}
+
 double comm_max_f64(double x) {
     MPI_Allreduce(MPI_IN_PLACE, &x, 1, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD);
     return x;

@@ -168,7 +168,25 @@ static const float *forward(mlp *m, int B, int train) {
 const float *mlp_forward_train(mlp *m, int B) { return forward(m, B, 1); }
 const float *mlp_forward_eval(mlp *m, int B) { return forward(m, B, 0); }
 
-void mlp_backward(mlp *m, int B) {
+/* The first layer's weight gradient, dense0.W at grads[0, in*w), is most of
+ * the gradient (98% for 784-256-10) and the last thing backward makes. Its
+ * sum is started in row blocks as they are made; everything after it in the
+ * buffer, tail included, is complete once db0 is, and goes first. */
+static void first_layer_overlapped(mlp *m, const float *d, int B, int blocks) {
+    const int in = m->dims[0], w = m->dims[1];
+    const size_t after = m->views[m->b[0]].offset; /* == in*w: b0 directly follows W0 */
+    dense_backward_bias(mlp_grad(m, m->b[0]), d, B, w);
+    comm_isum_start_f32(m->grads + after, m->n_params + MLP_GRAD_TAIL - after, T_GRAD_COMM);
+    float *dw = mlp_grad(m, m->w[0]);
+    for (int k = 0; k < blocks; k++) {
+        const int r0 = w * k / blocks, r1 = w * (k + 1) / blocks;
+        dense_backward_weight_rows(dw, d, m->x, B, in, w, r0, r1);
+        comm_isum_start_f32(dw + (size_t)r0 * in, (size_t)(r1 - r0) * in, T_GRAD_COMM);
+        comm_isum_progress(T_GRAD_COMM);
+    }
+}
+
+void mlp_backward(mlp *m, int B, int overlap_blocks) {
     float *d = m->dbuf[0], *dprev = m->dbuf[1];
     for (int l = m->n_hidden; l >= 0; l--) {
         const int in = m->dims[l], w = m->dims[l + 1];
@@ -183,6 +201,10 @@ void mlp_backward(mlp *m, int B) {
                 bn_backward(&m->bn[l], d, dg, db, d, m->xhat[l], m->inv_std[l], g, B);
                 if (m->bn_place == BN_AFTER_RELU) relu_backward(d, m->mid[l], n);
             }
+        }
+        if (l == 0 && overlap_blocks > 0) {
+            first_layer_overlapped(m, d, B, overlap_blocks);
+            break;
         }
         dense_backward(l > 0 ? dprev : NULL, mlp_grad(m, m->w[l]), mlp_grad(m, m->b[l]), d, layer_input(m, l),
                        mlp_param(m, m->w[l]), B, in, w);

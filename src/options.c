@@ -108,6 +108,12 @@ static const opt_def table[] = {
      "overwrite an existing --metrics file", RESUME_FREE | RESUME_DEFAULT},
     {NULL, "threads", K_INT, F(threads), 0, "auto", "N", NULL, 1, 1024, 0, 1,
      "OpenBLAS threads per rank; auto: the cores this rank may use, shared among the ranks on its node, at least 1", RESUME_FREE | RESUME_DEFAULT},
+    {NULL, "overlap", K_INT, F(overlap), 0, "0", "K", NULL, 0, 32, 0, 0,
+     "overlap the gradient allreduce with backward: the first layer's weight gradient (most of the "
+     "gradient) is made in K row blocks, each summed by MPI_Iallreduce while the next is made, and the "
+     "next batch is gathered while the sums finish; 0 = one MPI_Allreduce after backward, the faster on one "
+     "node (docs/benchmark.md); ignored with one rank",
+     RESUME_FREE},
     {NULL, "quiet", K_FLAG, F(quiet), 0, "0", NULL, NULL, 0, 0, 0, 0,
      "print only errors and the final summary", RESUME_FREE | RESUME_DEFAULT},
 

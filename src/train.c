@@ -179,11 +179,14 @@ static epoch_status train_epoch(trainer *t, int *steps_run, bn_err *e) {
     const int epoch = (int)t->position[0];
     const size_t n = m->n_params;
     double last_progress = 0;
+    const int overlap = t->size > 1 ? t->cfg.overlap : 0;
+    int gathered = -1; /* the step whose batch m->x holds */
     sampler_set_epoch(&t->samp, epoch);
     *steps_run = 0;
     for (int s = (int)t->position[1]; s < steps; s++, ++*steps_run) {
-        dataset_gather(m->x, t->labels, &t->data.train_images, &t->data.train_labels, t->data.train_idx,
-                       sampler_batch(&t->samp, s), b);
+        if (gathered != s)
+            dataset_gather(m->x, t->labels, &t->data.train_images, &t->data.train_labels, t->data.train_idx,
+                           sampler_batch(&t->samp, s), b);
         memset(m->grads + n, 0, sizeof(float) * MLP_GRAD_TAIL); /* the rest was zeroed by the last update */
         long correct = 0;
         double loss = softmax_xent(m->dbuf[0], mlp_forward_train(m, b), t->labels, b, MLP_OUT, 1.0f / (float)G,
@@ -192,8 +195,18 @@ static epoch_status train_epoch(trainer *t, int *steps_run, bn_err *e) {
         tail[TAIL_LOSS] = (float)loss;
         tail[TAIL_CORRECT] = (float)correct;
         tail[TAIL_STOP] = signals_pending() ? 1.0f : 0.0f;
-        mlp_backward(m, b);
-        comm_allreduce_sum_f32(m->grads, n + MLP_GRAD_TAIL, COMM_WORLD_GROUP, T_GRAD_COMM);
+        mlp_backward(m, b, overlap);
+        if (overlap) {
+            /* while the sums travel: the next batch (backward is done with m->x and labels) */
+            if (s + 1 < steps) {
+                dataset_gather(m->x, t->labels, &t->data.train_images, &t->data.train_labels, t->data.train_idx,
+                               sampler_batch(&t->samp, s + 1), b);
+                gathered = s + 1;
+            }
+            comm_isum_wait(T_GRAD_COMM);
+        } else {
+            comm_allreduce_sum_f32(m->grads, n + MLP_GRAD_TAIL, COMM_WORLD_GROUP, T_GRAD_COMM);
+        }
         const double step_loss = tail[TAIL_LOSS] / G, step_acc = tail[TAIL_CORRECT] / G;
         t->opt.lr = lr_at(t, t->position[2]);
         double *row = t->steps + (size_t)s * STEP_COLS;

@@ -62,6 +62,26 @@ static void check_dense_against_ref(int B, int in, int out) {
     free(dw), free(db), free(dw_ref), free(db_ref);
 }
 
+/* The overlapped backward (mlp.c) builds dW from row blocks and db on its own:
+ * uneven blocks that tile the rows give the reference's dW and db. */
+static void test_dense_row_blocks_match_reference(void **state) {
+    (void)state;
+    const int B = 24, in = 37, out = 29, blocks = 4;
+    float *x = random_floats((size_t)B * in, 1), *w = random_floats((size_t)out * in, 0.1f);
+    float *dy = random_floats((size_t)B * out, 1);
+    float *dw = random_floats((size_t)out * in, 1), *db = random_floats((size_t)out, 1);
+    float *dw_ref = bn_alloc_floats((size_t)out * in), *db_ref = bn_alloc_floats((size_t)out);
+    memcpy(dw_ref, dw, sizeof(float) * (size_t)out * in);
+    memcpy(db_ref, db, sizeof(float) * (size_t)out);
+    for (int k = 0; k < blocks; k++)
+        dense_backward_weight_rows(dw, dy, x, B, in, out, out * k / blocks, out * (k + 1) / blocks);
+    dense_backward_bias(db, dy, B, out);
+    dense_backward_ref(NULL, dw_ref, db_ref, dy, x, w, B, in, out);
+    assert_true(rel_diff(dw, dw_ref, (size_t)out * in) < 1e-5);
+    assert_true(rel_diff(db, db_ref, (size_t)out) < 1e-5);
+    free(x), free(w), free(dy), free(dw), free(db), free(dw_ref), free(db_ref);
+}
+
 static void test_dense_matches_reference(void **state) {
     (void)state;
     check_dense_against_ref(7, 13, 5);
@@ -281,7 +301,7 @@ static void check_mlp_gradient(int bn, int place) {
     long correct = 0;
     memset(c.m.grads, 0, sizeof(float) * c.m.n_params);
     softmax_xent(c.m.dbuf[0], mlp_forward_train(&c.m, c.B), c.labels, c.B, MLP_OUT, 1.0f / c.B, &correct);
-    mlp_backward(&c.m, c.B);
+    mlp_backward(&c.m, c.B, 0);
     float *analytic = bn_alloc_floats(c.m.n_params);
     memcpy(analytic, c.m.grads, sizeof(float) * c.m.n_params);
     /* every tensor: a few entries each (dense0.W has 4704; every 20th is
@@ -363,6 +383,7 @@ int main(int argc, char **argv) {
     rng_seed(&rng, 12345, 99, 0);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_dense_matches_reference), cmocka_unit_test(test_dense_gradient),
+        cmocka_unit_test(test_dense_row_blocks_match_reference),
         cmocka_unit_test(test_batchnorm_gradient),      cmocka_unit_test(test_batchnorm_running_stats),
         cmocka_unit_test(test_ghost_batchnorm_is_four_slices),
         cmocka_unit_test(test_softmax_xent),

@@ -36,6 +36,16 @@ int comm_bn_group_size(void);
 void comm_allreduce_sum_f32(float *buf, size_t n, comm_group g, int timer);
 void comm_allreduce_sum_f64(double *buf, size_t n, comm_group g, int timer);
 double comm_max_f64(double x);   /* over the world */
+
+/* Nonblocking in-place sums over the world, to overlap the gradient sum with
+ * backward: start up to COMM_MAX_PENDING sums on disjoint slices, call
+ * comm_isum_progress between compute blocks (Open MPI moves a nonblocking
+ * collective on only inside MPI calls), and comm_isum_wait before reading any
+ * of them. Time inside these calls goes to the timer. */
+#define COMM_MAX_PENDING 64
+void comm_isum_start_f32(float *buf, size_t n, int timer);
+void comm_isum_progress(int timer);
+void comm_isum_wait(int timer);
 void comm_bcast_f32(float *buf, size_t n, int root);
 void comm_bcast_chars(char *buf, size_t n, int root);
 void comm_bcast_f64(double *buf, size_t n, int root);

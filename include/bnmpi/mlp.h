@@ -79,8 +79,12 @@ float *mlp_grad(const mlp *m, int view);
 
 /* Forward in training mode over m->x (B rows); returns logits (B, 10). */
 const float *mlp_forward_train(mlp *m, int B);
-/* Backward from dlogits (B, 10) in m->dbuf[0]; adds into grads. */
-void mlp_backward(mlp *m, int B);
+/* Backward from dlogits (B, 10) in m->dbuf[0]; adds into grads, tail
+ * excluded. overlap_blocks = 0: no communication. K > 0: also sums grads and
+ * the tail over the world, started while backward runs (the first layer's
+ * weight gradient in K row blocks, each sent as soon as it is made); the
+ * caller must comm_isum_wait() before reading grads or the tail. */
+void mlp_backward(mlp *m, int B, int overlap_blocks);
 /* Forward in inference mode with eval_state; returns logits (B, 10). */
 const float *mlp_forward_eval(mlp *m, int B);
 /* Fills eval_state from the running statistics so that every rank holds the

@@ -51,6 +51,7 @@ typedef struct {
     char metrics[BN_PATH];   /* "" = a new file under runs/ */
     int force;
     int threads;             /* 0 = by policy */
+    int overlap;             /* row blocks of the overlapped first-layer gradient; 0 = blocking allreduce */
     int quiet;
     char checkpoint[BN_PATH]; /* "" = none */
     int checkpoint_every;    /* steps; 0 = at epoch ends only */
