@@ -212,7 +212,36 @@ static void bench_allreduce(size_t n, int threads, double budget) {
     }
     slowest_rank(t, reps);
     print_row("allreduce", threads, 0, "sum_f32", (long)n, t, reps);
-    free(t), free(buf);
+    /* The nonblocking form (bnmpi --overlap): started and waited for at once,
+     * so this is its cost with nothing to overlap. */
+    for (int r = 0; r < reps; r++) {
+        if (r % 64 == 0)
+            for (size_t i = 0; i < n; i++) buf[i] = 0.001f * (float)(i % 97);
+        MPI_Barrier(MPI_COMM_WORLD);
+        double a = now();
+        MPI_Request req;
+        MPI_Iallreduce(MPI_IN_PLACE, buf, (int)n, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD, &req);
+        MPI_Wait(&req, MPI_STATUS_IGNORE);
+        t[r] = now() - a;
+    }
+    slowest_rank(t, reps);
+    print_row("allreduce", threads, 0, "iallreduce_wait_f32", (long)n, t, reps);
+    /* The sharded update's pair (src/comm.c): each rank gets the sum of its
+     * 1/P block, then the blocks are gathered back to every rank. */
+    const size_t block = (n + (size_t)nranks - 1) / (size_t)nranks;
+    float *full = floats(block * (size_t)nranks, &seed), *mine = floats(block, &seed);
+    for (int r = 0; r < reps; r++) {
+        if (r % 64 == 0)
+            for (size_t i = 0; i < block * (size_t)nranks; i++) full[i] = 0.001f * (float)(i % 97);
+        MPI_Barrier(MPI_COMM_WORLD);
+        double a = now();
+        MPI_Reduce_scatter_block(full, mine, (int)block, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD);
+        MPI_Allgather(mine, (int)block, MPI_FLOAT, full, (int)block, MPI_FLOAT, MPI_COMM_WORLD);
+        t[r] = now() - a;
+    }
+    slowest_rank(t, reps);
+    print_row("allreduce", threads, 0, "reduce_scatter_allgather_f32", (long)n, t, reps);
+    free(t), free(buf), free(full), free(mine);
 }
 
 /* Sync BN's two collectives per BN layer and step (src/comm.c): the forward

@@ -19,7 +19,8 @@ EXPECTED = {
                   "bound_overlap_sps", "pct_bound_sync", "pct_bound_local"],
     "overhead.csv": ["pass", "np", "global_batch", "local_batch", "local_train_s", "sync_train_s",
                      "sync_over_local_train", "comm_frac_time_sync"],
-    "memory.csv": ["np", "rank", "peak_rss_kib", "baseline_rss_kib", "peak_pss_kib", "baseline_pss_kib"],
+    "memory.csv": ["np", "rank", "peak_rss_kib", "baseline_rss_kib", "peak_pss_kib", "baseline_pss_kib",
+                   "node_peak_pss_kib", "node_baseline_pss_kib", "node_subset_pss_kib"],
     "ratios.csv": ["pass", "global_batch", "ratio", "value"],
     "targets.csv": ["pass", "target", "value", "threshold", "met"],
     "env.csv": ["key", "value"],
@@ -84,7 +85,7 @@ def main():
         if len(rows) != int(np_):
             problems.append(f"memory.csv: {len(rows)} rank rows at np={np_}, expected {np_}")
         for r in rows:
-            for c in ("peak_rss_kib", "baseline_rss_kib", "peak_pss_kib"):
+            for c in ("peak_rss_kib", "baseline_rss_kib", "peak_pss_kib", "node_peak_pss_kib", "node_subset_pss_kib"):
                 positive(r, c, f"memory.csv np={np_} rank {r['rank']}")
     if problems:
         print("check_csv.py: FAIL\n  " + "\n  ".join(problems))
