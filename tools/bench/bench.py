@@ -11,7 +11,8 @@ For the MLP 784-256-10 with BN on MNIST it measures, in one run:
   3. the hardware bound of the step: the step's GEMMs with cblas_sgemm at the
      per-rank batch and the gradient MPI_Allreduce (tools/bench/bound.c, built
      as bnmpi-bound), and bnmpi's throughput as a percentage of it;
-  4. overheads: sync vs local BN time per epoch, communication share;
+  4. overheads: sync vs local BN time per epoch, communication share, and
+     np=2 sync with --overlap K against the blocking allreduce (--overlap);
   5. peak memory per rank and per node at np 1, 2 and 4: RSS, PSS, and the
      node memory for data (MNIST run minus the same run on a small subset)
      (tools/bench/rss_wrap.py around each rank);
@@ -87,14 +88,14 @@ DDP_ENV = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
 FULL = dict(batches=[32, 64, 128, 512], nps=[1, 2], modes=["local", "sync"], epochs=3, repeats=2,
             train_limit=0, torch_steps=200, torch_reps=2,
             torch_variants=["t1-ob2", "t1-ob1", "t2-ob1", "t2-ob2", "t1-ob2-noforeach"],
-            bound_time=0.5, mem_nps=[1, 2, 4], coretypes=["env", "unset"], wait_idle=10.0)
+            bound_time=0.5, mem_nps=[1, 2, 4], coretypes=["env", "unset"], wait_idle=10.0, overlap=[4])
 QUICK = dict(batches=[64], nps=[1, 2], modes=["local", "sync"], epochs=2, repeats=1, train_limit=6400,
              torch_steps=40, torch_reps=1, torch_variants=["t1-ob2"], bound_time=0.05, mem_nps=[1, 2, 4],
-             coretypes=["env"], wait_idle=0.0)
+             coretypes=["env"], wait_idle=0.0, overlap=[4])
 
 FAILURES = []
 # what --reanalyse needs to redo the tables
-SAVED_ARGS = ["batches", "nps", "modes", "epochs", "repeats", "train_limit", "torch_steps", "quick"]
+SAVED_ARGS = ["batches", "nps", "modes", "epochs", "repeats", "train_limit", "torch_steps", "quick", "overlap"]
 
 
 # --- small helpers ------------------------------------------------------------
@@ -252,15 +253,19 @@ class Runner:
             args += ["--data", self.a.data]
         return args
 
-    def bnmpi(self, pass_name, env, round_, np_, bn, G):
+    def bnmpi(self, pass_name, env, round_, np_, bn, G, overlap=0):
+        """One bnmpi run; with overlap K > 0, --overlap K and Open MPI's ring algorithm for
+        the nonblocking allreduce (libnbc's default for it takes twice the blocking
+        MPI_Allreduce here: bnmpi-bound's iallreduce_wait_f32)."""
         import h5py
         self.counter += 1
         path = os.path.join(self.tmp, f"run{self.counter}.h5")
-        cmd = self.mpirun(np_) + [self.a.bnmpi] + self.bnmpi_args(G, bn, self.a.epochs) + \
-            ["--metrics", path, "--force"]
+        mca = ("--mca", "coll_libnbc_iallreduce_algorithm", "1") if overlap else ()
+        cmd = self.mpirun(np_, mca) + [self.a.bnmpi] + self.bnmpi_args(G, bn, self.a.epochs) + \
+            ["--metrics", path, "--force"] + (["--overlap", str(overlap)] if overlap else [])
         la = loadavg()
         busy = wait_idle(self.a.wait_idle) if self.a.wait_idle else cpu_busy(0.2)
-        p = self.run(cmd, env, self.a.run_timeout, f"bnmpi np={np_} --bn {bn} --global-batch {G}")
+        p = self.run(cmd, env, self.a.run_timeout, f"bnmpi np={np_} --bn {bn} --global-batch {G} --overlap {overlap}")
         if p is None:
             return
         with h5py.File(path, "r") as f:
@@ -271,7 +276,8 @@ class Runner:
         for row in ep:
             sps = float(row["samples_per_s"])
             self.raw.append(dict(
-                pass_=pass_name, round=round_, impl="bnmpi", variant=f"np{np_}-{bn}", np=np_, bn=bn,
+                pass_=pass_name, round=round_, impl="bnmpi",
+                variant=f"np{np_}-{bn}" + (f"-overlap{overlap}" if overlap else ""), np=np_, bn=bn,
                 global_batch=G, local_batch=int(cfg.get("local_batch", G // np_)), threads=int(cfg.get("threads", 0)),
                 epoch=int(row["epoch"]), samples_per_s=sps, train_s=steps * G / sps, time_s=float(row["time_s"]),
                 comm_s=float(row["comm_s"]), steps=steps, extrapolated=0, loadavg=la, busy_before=busy,
@@ -488,6 +494,9 @@ def measure_pass(R, pass_name, overrides, with_torch, bound_rows):
                     R.torch(pass_name, env, rnd, "single", v, G)
             for np_, bn in configs[half:]:
                 R.bnmpi(pass_name, env, rnd, np_, bn, G)
+            for k in a.overlap:
+                if G % 2 == 0 and 2 in a.nps:
+                    R.bnmpi(pass_name, env, rnd, 2, "sync", G, overlap=k)
             if with_torch and G % 2 == 0:
                 R.torch(pass_name, env, rnd, "ddp", "ddp-2x1", G)
     info["loadavg_end"] = loadavg()
@@ -745,6 +754,20 @@ def analyse(R, passes_info, bound_rows, mem_rows, torch_version):
                       f"{bc['backward_sum'] * 1e6:.1f} us: {(bc['moments_userop'] + bc['backward_sum']) * 1e6:.1f} us "
                       f"per step. More than that in `sync - local per step` is waiting: each collective is a point "
                       f"where a rank that fell behind holds up the other.")
+        # ---- overlap
+        for k in [k for k in (a.overlap or []) if k]:
+            orows = []
+            for G in a.batches:
+                blocking, ovl = sps("bnmpi", "np2-sync", G), sps("bnmpi", f"np2-sync-overlap{k}", G)
+                if ovl:
+                    orows.append([G, fmt(blocking), fmt(ovl), fmt(ovl / blocking if blocking else None, ratio=True)])
+            if orows:
+                md.append(f"\n### Overlap: bnmpi np=2 sync, --overlap {k} against the blocking allreduce\n")
+                md.append(md_table(["global batch", "blocking (--overlap 0), samples/s", f"--overlap {k}, samples/s",
+                                    "overlap / blocking"], orows))
+                md.append("\nThe overlap runs use `--mca coll_libnbc_iallreduce_algorithm 1` (ring): Open MPI's "
+                          "default nonblocking allreduce takes twice the blocking one here (bnmpi-bound's "
+                          "`iallreduce_wait_f32` against `sum_f32`).")
         # ---- targets
         tg = []
 
@@ -854,6 +877,8 @@ def main():
                    help="single-process variants, of: " + ", ".join(TORCH_VARIANTS) +
                         " (default: all but omp1-default, which equals t1-ob1: OpenBLAS reads OMP_NUM_THREADS)")
     p.add_argument("--bound-time", type=float, help="bnmpi-bound seconds per measurement (default 0.5)")
+    p.add_argument("--overlap", type=ints,
+                   help="also run np=2 sync with bnmpi --overlap K for each K (default 4; 0 = none)")
     p.add_argument("--mem-nps", type=ints, help="rank counts for peak RSS (default 1,2,4)")
     p.add_argument("--coretypes", type=words,
                    help="OPENBLAS_CORETYPE passes: env (as set), unset, or a core name (default env,unset)")

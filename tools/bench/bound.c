@@ -11,7 +11,10 @@
  *
  * kind "gemm": op fwd1, dW1, fwd2, dW2, dX2 (one call each) and "step" (the
  * median of the per-repetition sum of the five); the time of a rep is the
- * slowest rank's. kind "adam": op "update". kind "allreduce": op "sum_f32".
+ * slowest rank's. kind "adam": op "update". kind "allreduce": op "sum_f32"
+ * (bnmpi's blocking MPI_Allreduce), "iallreduce_wait_f32" (MPI_Iallreduce then
+ * MPI_Wait: --overlap's call with nothing to overlap) and
+ * "reduce_scatter_allgather_f32" (what a sharded optimizer would call).
  * kind "bncomm" (np > 1): sync BN's collectives, op "moments_userop" (the
  * forward merge as src/comm.c does it), "moments_sum" (the same bytes with
  * MPI_SUM), "backward_sum" (the backward sums).
