@@ -73,6 +73,8 @@ import math
 import os
 import sys
 
+from debian_python import ensure_packages
+
 PROG = "analyze.py"
 FORMAT = "bnmpi-metrics"
 CHECKPOINT_FORMAT = "bnmpi-checkpoint"
@@ -1070,23 +1072,6 @@ def write_md(path, rows, runs, figs, inputs, skipped_ckpt):
 
 # --- main ------------------------------------------------------------------------
 
-def _ensure_packages():
-    """Imports numpy, h5py and matplotlib; under a python3 that lacks them (a pyenv
-    one before Debian's on PATH), re-runs this script with /usr/bin/python3."""
-    import importlib.util
-    missing = [m for m in ("numpy", "h5py", "matplotlib") if importlib.util.find_spec(m) is None]
-    if not missing:
-        return
-    debian = "/usr/bin/python3"
-    if (os.environ.get("BNMPI_ANALYZE_REEXEC") != "1" and os.access(debian, os.X_OK)
-            and os.path.realpath(sys.executable) != os.path.realpath(debian)):
-        os.environ["BNMPI_ANALYZE_REEXEC"] = "1"
-        os.execv(debian, [debian, os.path.abspath(__file__)] + sys.argv[1:])
-    sys.stderr.write(f"{PROG}: this Python ({sys.executable}) lacks {', '.join(missing)}; run it with "
-                     f"Debian's /usr/bin/python3 (apt-get install python3-h5py python3-matplotlib)\n")
-    sys.exit(1)
-
-
 def parse_args(argv):
     doc = __doc__.split("\n", 2)
     p = argparse.ArgumentParser(prog=PROG, description=doc[0] + "\n" + doc[2],
@@ -1107,7 +1092,7 @@ def parse_args(argv):
 
 def main(argv=None):
     args = parse_args(sys.argv[1:] if argv is None else argv)
-    _ensure_packages()
+    ensure_packages(PROG, __file__)
     if os.path.exists(args.out) and not os.path.isdir(args.out):
         sys.stderr.write(f"{PROG}: --out {args.out}: exists and is not a directory; expected a folder\n")
         return 2

@@ -52,6 +52,8 @@ import math
 import os
 import sys
 
+from debian_python import ensure_packages
+
 PROG = "claims.py"
 HERE = os.path.dirname(os.path.realpath(__file__))
 TARGET = 0.97        # the validation accuracy "convergence" is measured to
@@ -1523,21 +1525,6 @@ def write_report(out_dir, img_rel, results, runs, inputs, figs):
     return path
 
 
-def _ensure_packages():
-    import importlib.util
-    missing = [m for m in ("numpy", "h5py", "matplotlib") if importlib.util.find_spec(m) is None]
-    if not missing:
-        return
-    debian = "/usr/bin/python3"
-    if (os.environ.get("BNMPI_CLAIMS_REEXEC") != "1" and os.access(debian, os.X_OK)
-            and os.path.realpath(sys.executable) != os.path.realpath(debian)):
-        os.environ["BNMPI_CLAIMS_REEXEC"] = "1"
-        os.execv(debian, [debian, os.path.abspath(__file__)] + sys.argv[1:])
-    sys.stderr.write(f"{PROG}: this Python ({sys.executable}) lacks {', '.join(missing)}; run it with "
-                     f"Debian's /usr/bin/python3 (apt-get install python3-h5py python3-matplotlib)\n")
-    sys.exit(1)
-
-
 def parse_args(argv):
     doc = __doc__.split("\n", 2)
     p = argparse.ArgumentParser(prog=PROG, description=doc[0] + "\n" + doc[2],
@@ -1566,7 +1553,7 @@ def parse_args(argv):
 def main(argv=None):
     global A, TOLERANCE, TARGET, TRAINS
     args = parse_args(sys.argv[1:] if argv is None else argv)
-    _ensure_packages()
+    ensure_packages(PROG, __file__)
     sys.path.insert(0, HERE)
     import analyze
     A = analyze

@@ -5,14 +5,12 @@ Usage: run_analysis.py CASE --bnmpi PATH --mpiexec PATH [--tool PATH]
 Each CASE is one ctest test. Runs are short (--train-limit 2048, 2 epochs) and go
 to a temporary directory that is removed afterwards.
 """
-import argparse
 import csv
 import json
 import os
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 
 import h5py
@@ -23,6 +21,7 @@ matplotlib.use("Agg")
 import matplotlib.image as mpimg  # noqa: E402
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "pylib"))
+from cases import run_case  # noqa: E402
 from mpi_procs import kill_ranks_then_mpirun  # noqa: E402
 
 ARGS = None
@@ -214,6 +213,18 @@ def case_single_file():
     open(os.path.join(out, "throughput.png"), "wb").write(b"stale")
     analyze(path, "--out", out)
     check(not os.path.exists(os.path.join(out, "throughput.png")), "stale throughput.png kept")
+    # a python3 without numpy (a pyenv one first on PATH, say; here a copy of Debian's
+    # interpreter started with -S, so it sees no dist-packages) re-runs the tool
+    # under /usr/bin/python3 (tools/debian_python.py, shared with claims.py)
+    bare = os.path.join(TMP, "bare", "python3")
+    os.makedirs(os.path.dirname(bare))
+    shutil.copy(os.path.realpath(sys.executable), bare)
+    probe = subprocess.run([bare, "-S", "-c", "import numpy"], capture_output=True, text=True)
+    check(probe.returncode != 0, "the bare interpreter sees numpy: the test would prove nothing")
+    out2 = os.path.join(TMP, "out-bare")
+    p = subprocess.run([bare, "-S", ARGS.tool, path, "--out", out2], capture_output=True, text=True, timeout=120)
+    check(p.returncode == 0, f"under a python3 without numpy: exit {p.returncode}: {p.stderr!r}")
+    check_png(os.path.join(out2, "curves.png"))
     # --help documents the outputs and the input rules
     h = analyze("--help").stdout
     for word in ("curves.png", "batch_size.png", "bn_batch.png", "throughput.png", "diagnostics.png", "summary.md",
@@ -333,21 +344,14 @@ def case_incomplete():
     check("throughput.png" in figs["figures"], "throughput uses the killed run's epochs (global batch 128)")
 
 
-def main():
-    global ARGS, TMP
-    cases = {k[5:]: v for k, v in globals().items() if k.startswith("case_")}
-    p = argparse.ArgumentParser()
-    p.add_argument("case", choices=sorted(cases))
+def options(p):
     p.add_argument("--bnmpi", required=True)
     p.add_argument("--mpiexec", required=True)
     p.add_argument("--tool", default=os.path.normpath(TOOL))
-    ARGS = p.parse_args()
-    TMP = tempfile.mkdtemp(prefix="bnmpi-analysis-")
-    try:
-        cases[ARGS.case]()
-    finally:
-        shutil.rmtree(TMP, ignore_errors=True)
-    print(f"{ARGS.case}: passed")
+
+
+def main():
+    run_case(globals(), "bnmpi-analysis-", options)
 
 
 if __name__ == "__main__":

@@ -6,13 +6,11 @@ Usage: run_claims.py CASE --bnmpi PATH --mpiexec PATH [--analyze PATH] [--claims
 Each CASE is one ctest test. Runs are short (--epochs 1 --train-limit 2048, so 32
 steps at global batch 64) and go to a temporary folder that is removed afterwards.
 """
-import argparse
 import json
 import os
 import shutil
 import subprocess
 import sys
-import tempfile
 
 import h5py
 import matplotlib
@@ -20,6 +18,9 @@ import numpy as np
 
 matplotlib.use("Agg")
 import matplotlib.image as mpimg  # noqa: E402
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "pylib"))
+from cases import run_case  # noqa: E402
 
 ARGS = None
 TMP = None
@@ -280,22 +281,15 @@ def case_claims_bad_input():
     check("--target" in p.stderr and not os.path.exists(out), f"--target 0: {p.stderr!r}")
 
 
-def main():
-    global ARGS, TMP
-    cases = {k[5:]: v for k, v in globals().items() if k.startswith("case_")}
-    p = argparse.ArgumentParser()
-    p.add_argument("case", choices=sorted(cases))
+def options(p):
     p.add_argument("--bnmpi", required=True)
     p.add_argument("--mpiexec", required=True)
     p.add_argument("--analyze", default=os.path.join(TOOLS, "analyze.py"))
     p.add_argument("--claims", default=os.path.join(TOOLS, "claims.py"))
-    ARGS = p.parse_args()
-    TMP = tempfile.mkdtemp(prefix="bnmpi-claims-")
-    try:
-        cases[ARGS.case]()
-    finally:
-        shutil.rmtree(TMP, ignore_errors=True)
-    print(f"{ARGS.case}: passed")
+
+
+def main():
+    run_case(globals(), "bnmpi-claims-", options)
 
 
 if __name__ == "__main__":
