@@ -13,16 +13,17 @@
 
 #include "bnmpi/comm.h"
 
-void state_add(state_list *s, const char *name, state_type type, void *data, int rows, int cols, int per_rank) {
+void state_add(state_list *s, const char *name, state_type type, void *data, int rows, int cols, state_place place) {
     if (s->n == STATE_MAX) bn_fatal("state list full at '%s'", name);
-    if (per_rank && type != ST_F32) bn_fatal("state '%s': per-rank entries must be float", name);
+    if (place != ST_SAME && type != ST_F32) bn_fatal("state '%s': per-rank and node-shared entries must be float", name);
     state_entry *e = &s->e[s->n++];
     snprintf(e->name, sizeof e->name, "%s", name);
     e->type = type;
     e->data = data;
     e->rows = rows;
     e->cols = cols;
-    e->per_rank = per_rank;
+    e->per_rank = place == ST_PER_RANK;
+    e->node_shared = place == ST_NODE_SHARED;
 }
 
 static size_t entry_count(const state_entry *e) { return (size_t)e->rows * e->cols; }
@@ -193,7 +194,8 @@ int checkpoint_load(const char *path, const state_list *s, int saved_ranks, bn_e
     for (int i = 0; i < s->n && status == BN_OK; i++) {
         const state_entry *en = &s->e[i];
         const size_t n = entry_count(en) * (size_t)(en->per_rank ? saved_ranks : 1);
-        if (en->type == ST_F32) comm_bcast_f32(bufs[i], n, 0);
+        if (en->node_shared) comm_bcast_node_shared_f32(bufs[i], n);
+        else if (en->type == ST_F32) comm_bcast_f32(bufs[i], n, 0);
         else if (en->type == ST_F64) comm_bcast_f64(bufs[i], n, 0);
         else comm_bcast_i64(bufs[i], n, 0);
         if (en->per_rank)

@@ -9,12 +9,13 @@
 
 static int world_rank, world_size;
 static MPI_Comm node_comm = MPI_COMM_NULL;
+static MPI_Comm cross_comm = MPI_COMM_NULL; /* the ranks with this rank's node rank, one per node */
 static MPI_Comm bn_comm = MPI_COMM_NULL;
 static int bn_group_size = 1;
 static MPI_Op moments_op = MPI_OP_NULL;
 static MPI_Datatype moments_type = MPI_DATATYPE_NULL;
 static int moments_channels = -1;
-enum { MAX_WINDOWS = 8 };
+enum { MAX_WINDOWS = 16 };
 static MPI_Win windows[MAX_WINDOWS];
 static int n_windows;
 
@@ -39,7 +40,14 @@ void comm_init(int *argc, char ***argv) {
     MPI_Init(argc, argv);
     MPI_Comm_rank(MPI_COMM_WORLD, &world_rank);
     MPI_Comm_size(MPI_COMM_WORLD, &world_size);
-    MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, world_rank, MPI_INFO_NULL, &node_comm);
+    const char *test_node = getenv("BNMPI_TEST_NODE_SIZE");
+    if (test_node && atoi(test_node) > 0)
+        MPI_Comm_split(MPI_COMM_WORLD, world_rank / atoi(test_node), world_rank, &node_comm);
+    else
+        MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, world_rank, MPI_INFO_NULL, &node_comm);
+    int node_rank;
+    MPI_Comm_rank(node_comm, &node_rank);
+    MPI_Comm_split(MPI_COMM_WORLD, node_rank, world_rank, &cross_comm);
     bn_set_fatal(fatal_handler);
     bn_err e;
     comm_set_bn_group(1, &e);
@@ -75,7 +83,53 @@ void *comm_node_shared_alloc(size_t bytes) {
     MPI_Aint size;
     int disp;
     MPI_Win_shared_query(*w, 0, &size, &disp, &base);
+    MPI_Win_lock_all(MPI_MODE_NOCHECK, *w); /* a passive epoch for the whole run: MPI_Win_sync needs one */
     return base;
+}
+
+float *comm_node_shared_slots(size_t floats, float **slots) {
+    if (n_windows == MAX_WINDOWS) bn_fatal("too many shared windows");
+    MPI_Win *w = &windows[n_windows++];
+    float *mine = NULL;
+    if (MPI_Win_allocate_shared((MPI_Aint)(floats * sizeof(float)), sizeof(float), MPI_INFO_NULL, node_comm, &mine,
+                                w) != MPI_SUCCESS)
+        bn_fatal("cannot allocate %zu bytes of node-shared memory", floats * sizeof(float));
+    for (int q = 0; q < comm_node_size(); q++) {
+        MPI_Aint size;
+        int disp;
+        MPI_Win_shared_query(*w, q, &size, &disp, &slots[q]);
+    }
+    MPI_Win_lock_all(MPI_MODE_NOCHECK, *w);
+    return mine;
+}
+
+void comm_node_fence(int timer) {
+    double t0 = bn_now();
+    for (int i = 0; i < n_windows; i++) MPI_Win_sync(windows[i]);
+    MPI_Barrier(node_comm);
+    for (int i = 0; i < n_windows; i++) MPI_Win_sync(windows[i]);
+    if (timer >= 0) bn_timers[timer] += bn_now() - t0;
+}
+
+int comm_nodes_uniform(void) {
+    int n = comm_node_size(), lo, hi;
+    MPI_Allreduce(&n, &lo, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD);
+    MPI_Allreduce(&n, &hi, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
+    return lo == hi;
+}
+
+void comm_cross_sum_f32(float *buf, size_t n, int timer) {
+    int size;
+    MPI_Comm_size(cross_comm, &size);
+    if (size == 1) return;
+    double t0 = bn_now();
+    MPI_Allreduce(MPI_IN_PLACE, buf, count_or_die(n), MPI_FLOAT, MPI_SUM, cross_comm);
+    bn_timers[timer] += bn_now() - t0;
+}
+
+void comm_bcast_node_shared_f32(float *buf, size_t n) {
+    if (comm_node_rank() == 0) MPI_Bcast(buf, count_or_die(n), MPI_FLOAT, 0, cross_comm);
+    comm_node_fence(T_IO);
 }
 
 void comm_node_barrier(void) { MPI_Barrier(node_comm); }
@@ -235,7 +289,11 @@ _Noreturn void comm_exit(int code, const char *msg) {
     if (bn_comm != MPI_COMM_NULL) MPI_Comm_free(&bn_comm);
     if (moments_type != MPI_DATATYPE_NULL) MPI_Type_free(&moments_type);
     if (moments_op != MPI_OP_NULL) MPI_Op_free(&moments_op);
-    for (int i = 0; i < n_windows; i++) MPI_Win_free(&windows[i]);
+    for (int i = 0; i < n_windows; i++) {
+        MPI_Win_unlock_all(windows[i]);
+        MPI_Win_free(&windows[i]);
+    }
+    MPI_Comm_free(&cross_comm);
     MPI_Comm_free(&node_comm);
     MPI_Finalize();
     exit(code);

@@ -52,6 +52,13 @@ static void print_header(const trainer *t) {
     snprintf(arch + len, sizeof arch - len, "-%d", MLP_OUT);
     printf("bnmpi %s: %d rank%s x %d OpenBLAS thread%s (%s), %s\n", BNMPI_VERSION, t->size, t->size > 1 ? "s" : "",
            t->threads, t->threads > 1 ? "s" : "", threads_blas_core(), t->mpi_lib);
+    if (t->gs.on)
+        printf("gradients: summed in node-shared memory by %d rank%s per node, each updating 1/%d of the "
+               "parameters%s\n",
+               t->gs.node_size, t->gs.node_size > 1 ? "s" : "", t->gs.node_size,
+               t->size > t->gs.node_size ? "; one MPI_Allreduce per share across nodes" : "");
+    else
+        printf("gradients: one MPI_Allreduce per step%s\n", c->overlap ? ", overlapped with backward" : "");
     printf("data: %s from %s: %d train, %d val, %d test\n", dataset_name(c->dataset), d->dir, d->n_train, d->n_val,
            d->n_test);
     printf("steps: %d per epoch of global batch %d (%d ranks x %d); the last %d samples of each shuffle are "
@@ -120,6 +127,10 @@ int main(int argc, char **argv) {
                  c->resume, c->global_batch, t.size, saved_global_batch, saved_global_batch,
                  saved_global_batch / t.size);
     check(comm_set_bn_group(c->bn == BN_NONE ? 1 : c->bn_group, &e), &e, EXIT_USAGE);
+    const int uniform = comm_nodes_uniform();
+    if (c->reduce == REDUCE_NODE && !uniform)
+        fail_all(EXIT_USAGE, "--reduce node: needs the same number of ranks on every node; use --reduce mpi");
+    if (c->reduce == REDUCE_AUTO) c->reduce = uniform && !c->overlap ? REDUCE_NODE : REDUCE_MPI;
 
     t.threads = threads_policy(c->threads, comm_node_size());
     threads_apply(t.threads);
@@ -154,6 +165,7 @@ int main(int argc, char **argv) {
     const int cap = BN_MAX(c->batch, c->eval_batch);
     mlp_init(&t.model, c, cap);
     optim_init(&t.opt, c, t.model.n_params);
+    if (c->reduce == REDUCE_NODE) gradsync_init(&t.gs, &t.model, &t.opt);
     sampler_init(&t.samp, t.data.n_train, c->global_batch, c->batch, t.rank, (uint64_t)c->seed);
     t.labels = bn_calloc((size_t)cap, 1);
     t.steps = bn_calloc((size_t)t.samp.steps_per_epoch * STEP_COLS, sizeof(double));
@@ -175,7 +187,8 @@ int main(int argc, char **argv) {
                     saved_ranks, t.size, c->global_batch / saved_ranks, c->batch, saved_ranks);
     } else {
         if (t.rank == 0) mlp_init_params(&t.model, (uint64_t)c->seed, c->init_scale);
-        comm_bcast_f32(t.model.params, t.model.n_params, 0);
+        if (t.gs.on) comm_bcast_node_shared_f32(t.model.params, t.model.n_params);
+        else comm_bcast_f32(t.model.params, t.model.n_params, 0);
         comm_bcast_f32(t.model.state, t.model.n_state, 0);
         t.position[0] = 1;
     }

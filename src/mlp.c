@@ -86,8 +86,10 @@ void mlp_init(mlp *m, const bn_config *c, int cap) {
 }
 
 void mlp_free(mlp *m) {
-    free(m->params);
-    free(m->grads);
+    if (!m->shared) {
+        free(m->params);
+        free(m->grads);
+    }
     free(m->state);
     free(m->eval_state);
     free(m->x);

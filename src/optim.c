@@ -21,17 +21,19 @@ void optim_init(optimizer *o, const bn_config *c, size_t n_params) {
 }
 
 void optim_free(optimizer *o) {
-    free(o->m);
-    free(o->v);
+    if (!o->shared) {
+        free(o->m);
+        free(o->v);
+    }
     memset(o, 0, sizeof *o);
 }
 
-static void adam_step(optimizer *o, float *p, float *g, size_t n) {
+static void adam_step(optimizer *o, float *p, float *g, size_t lo, size_t hi) {
     const double t = (double)o->t;
     const float lr_t = (float)(o->lr * sqrt(1.0 - pow(o->beta2, t)) / (1.0 - pow(o->beta1, t)));
     const float b1 = (float)o->beta1, b2 = (float)o->beta2, eps = (float)o->eps;
     float *m = o->m, *v = o->v;
-    for (size_t i = 0; i < n; i++) {
+    for (size_t i = lo; i < hi; i++) {
         const float gi = g[i];
         g[i] = 0.0f;
         m[i] = b1 * m[i] + (1.0f - b1) * gi;
@@ -51,15 +53,18 @@ static void sgd_step(optimizer *o, float *p, float *g, float *vel, size_t n, int
     }
 }
 
-void optim_step(optimizer *o, mlp *m) {
+void optim_step_range(optimizer *o, mlp *m, size_t lo, size_t hi) {
     o->t++;
     if (o->kind == OPT_ADAM) {
-        adam_step(o, m->params, m->grads, o->n);
+        adam_step(o, m->params, m->grads, lo, hi);
         return;
     }
-    for (int i = 0; i < m->n_views; i++) {
+    for (int i = 0; i < m->n_views; i++) { /* each view's part in [lo, hi): weight decay is per view */
         const mlp_view *v = &m->views[i];
         if (v->buffer != VIEW_PARAM) continue;
-        sgd_step(o, m->params + v->offset, m->grads + v->offset, o->m + v->offset, v->count, v->decay);
+        const size_t a = BN_MAX(lo, v->offset), b = BN_MIN(hi, v->offset + v->count);
+        if (a < b) sgd_step(o, m->params + a, m->grads + a, o->m + a, b - a, v->decay);
     }
 }
+
+void optim_step(optimizer *o, mlp *m) { optim_step_range(o, m, 0, o->n); }

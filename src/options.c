@@ -108,11 +108,17 @@ static const opt_def table[] = {
      "overwrite an existing --metrics file", RESUME_FREE | RESUME_DEFAULT},
     {NULL, "threads", K_INT, F(threads), 0, "auto", "N", NULL, 1, 1024, 0, 1,
      "OpenBLAS threads per rank; auto: the cores this rank may use, shared among the ranks on its node, at least 1", RESUME_FREE | RESUME_DEFAULT},
+    {NULL, "reduce", K_CHOICE, F(reduce), 0, "auto", "HOW", "auto|node|mpi", 0, 0, 0, 0,
+     "how gradients are summed: node = the ranks of a node sum them in shared memory and each updates its "
+     "1/P share of the node's one copy of the parameters and optimizer state (across nodes, one "
+     "MPI_Allreduce per share); mpi = one MPI_Allreduce of the whole gradient, and every rank updates its own "
+     "copy; auto = node when every node has as many ranks and --overlap is 0, else mpi",
+     RESUME_FREE | RESUME_DEFAULT},
     {NULL, "overlap", K_INT, F(overlap), 0, "0", "K", NULL, 0, 32, 0, 0,
      "overlap the gradient allreduce with backward: the first layer's weight gradient (most of the "
      "gradient) is made in K row blocks, each summed by MPI_Iallreduce while the next is made, and the "
      "next batch is gathered while the sums finish; 0 = one MPI_Allreduce after backward, the faster on one "
-     "node (docs/benchmark.md); ignored with one rank",
+     "node (docs/benchmark.md); with --reduce mpi; ignored with one rank",
      RESUME_FREE},
     {NULL, "quiet", K_FLAG, F(quiet), 0, "0", NULL, NULL, 0, 0, 0, 0,
      "print only errors and the final summary", RESUME_FREE | RESUME_DEFAULT},
@@ -308,6 +314,8 @@ int options_resolve(bn_config *c, int n_ranks, bn_err *e) {
         return bn_fail(e, "--batch: %d per rank x %d ranks exceeds 16777216", c->batch, n_ranks);
     c->global_batch = c->batch * n_ranks;
     if (c->lr == 0.0) c->lr = c->optimizer == OPT_SGD ? 0.01 : 0.001;
+    if (c->overlap && c->reduce == REDUCE_NODE)
+        return bn_fail(e, "--overlap: overlaps MPI_Allreduce, so it needs --reduce mpi (or auto)");
     if (c->nesterov && c->optimizer != OPT_SGD)
         return bn_fail(e, "--nesterov: applies to --optimizer sgd only");
     if (c->nesterov && c->momentum == 0.0)
@@ -430,7 +438,7 @@ void options_print(const bn_config *c, FILE *f) {
         options_value(c, i, &v);
         if (v.kind == OV_INT) snprintf(item, sizeof item, "%s=%lld", v.name, v.i);
         else if (v.kind == OV_DOUBLE) snprintf(item, sizeof item, "%s=%g", v.name, v.d);
-        else snprintf(item, sizeof item, "%s=%s", v.name, v.s[0] ? v.s : "-");
+        else snprintf(item, sizeof item, "%.64s=%.*s", v.name, BN_PATH, v.s[0] ? v.s : "-");
         int len = (int)strlen(item);
         if (col + 1 + len > 100) {
             fprintf(f, "\n       ");

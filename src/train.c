@@ -23,22 +23,23 @@ void train_list_state(trainer *t) {
     mlp *m = &t->model;
     state_list *s = &t->state;
     char name[48];
+    const state_place shared = t->gs.on ? ST_NODE_SHARED : ST_SAME; /* parameters and optimizer state */
     s->n = 0;
     for (int i = 0; i < m->n_views; i++) {
         const mlp_view *v = &m->views[i];
         int is_param = v->buffer == VIEW_PARAM;
         snprintf(name, sizeof name, "%s/%s", is_param ? "params" : "bn_running", v->name);
         /* running statistics differ between ranks in local mode: save every rank's */
-        state_add(s, name, ST_F32, mlp_param(m, i), v->rows, v->cols, !is_param);
+        state_add(s, name, ST_F32, mlp_param(m, i), v->rows, v->cols, is_param ? shared : ST_PER_RANK);
     }
-    state_add(s, "optimizer/m", ST_F32, t->opt.m, 1, (int)t->opt.n, 0);
-    if (t->opt.v) state_add(s, "optimizer/v", ST_F32, t->opt.v, 1, (int)t->opt.n, 0);
-    state_add(s, "optimizer/t", ST_I64, &t->opt.t, 1, 1, 0);
-    state_add(s, "position", ST_I64, t->position, 1, 3, 0);
-    state_add(s, "epoch_sums", ST_F64, t->epoch_sums, 1, 2, 0);
-    state_add(s, "epoch_steps", ST_F64, t->steps, t->samp.steps_per_epoch, STEP_COLS, 0);
-    state_add(s, "rng/shuffle_seed", ST_I64, &t->shuffle_seed, 1, 1, 0);
-    state_add(s, "diagnostics/previous", ST_F64, t->diag_prev, 1, 2 * BN_MAX_HIDDEN + 1, 0);
+    state_add(s, "optimizer/m", ST_F32, t->opt.m, 1, (int)t->opt.n, shared);
+    if (t->opt.v) state_add(s, "optimizer/v", ST_F32, t->opt.v, 1, (int)t->opt.n, shared);
+    state_add(s, "optimizer/t", ST_I64, &t->opt.t, 1, 1, ST_SAME);
+    state_add(s, "position", ST_I64, t->position, 1, 3, ST_SAME);
+    state_add(s, "epoch_sums", ST_F64, t->epoch_sums, 1, 2, ST_SAME);
+    state_add(s, "epoch_steps", ST_F64, t->steps, t->samp.steps_per_epoch, STEP_COLS, ST_SAME);
+    state_add(s, "rng/shuffle_seed", ST_I64, &t->shuffle_seed, 1, 1, ST_SAME);
+    state_add(s, "diagnostics/previous", ST_F64, t->diag_prev, 1, 2 * BN_MAX_HIDDEN + 1, ST_SAME);
 }
 
 typedef struct {
@@ -196,7 +197,13 @@ static epoch_status train_epoch(trainer *t, int *steps_run, bn_err *e) {
         tail[TAIL_CORRECT] = (float)correct;
         tail[TAIL_STOP] = signals_pending() ? 1.0f : 0.0f;
         mlp_backward(m, b, overlap);
-        if (overlap) {
+        /* the sums: tail_sum gets the step's loss, correct count and stop flag over every rank */
+        const int log_diag = diag_due(&t->diag, t->position[2]);
+        const int sharded = t->gs.on && !log_diag; /* diagnostics read the whole gradient */
+        float tail_sum[MLP_GRAD_TAIL];
+        if (sharded) {
+            gradsync_reduce(&t->gs, m, tail_sum);
+        } else if (overlap) {
             /* while the sums travel: the next batch (backward is done with m->x and labels) */
             if (s + 1 < steps) {
                 dataset_gather(m->x, t->labels, &t->data.train_images, &t->data.train_labels, t->data.train_idx,
@@ -207,7 +214,8 @@ static epoch_status train_epoch(trainer *t, int *steps_run, bn_err *e) {
         } else {
             comm_allreduce_sum_f32(m->grads, n + MLP_GRAD_TAIL, COMM_WORLD_GROUP, T_GRAD_COMM);
         }
-        const double step_loss = tail[TAIL_LOSS] / G, step_acc = tail[TAIL_CORRECT] / G;
+        if (!sharded) memcpy(tail_sum, tail, sizeof tail_sum);
+        const double step_loss = tail_sum[TAIL_LOSS] / G, step_acc = tail_sum[TAIL_CORRECT] / G;
         t->opt.lr = lr_at(t, t->position[2]);
         double *row = t->steps + (size_t)s * STEP_COLS;
         row[0] = (double)(t->position[2] + 1);
@@ -223,12 +231,12 @@ static epoch_status train_epoch(trainer *t, int *steps_run, bn_err *e) {
             flush_metrics(t, &ignored);
             return EPOCH_FAILED;
         }
-        const int log_diag = diag_due(&t->diag, t->position[2]);
         if (log_diag) diag_before_update(&t->diag, m);
-        optim_step(&t->opt, m);
+        if (t->gs.on) gradsync_update(&t->gs, m, &t->opt, !sharded);
+        else optim_step(&t->opt, m);
         if (log_diag) log_diagnostics(t, epoch);
-        t->epoch_sums[0] += tail[TAIL_LOSS];
-        t->epoch_sums[1] += tail[TAIL_CORRECT];
+        t->epoch_sums[0] += tail_sum[TAIL_LOSS];
+        t->epoch_sums[1] += tail_sum[TAIL_CORRECT];
         t->position[1] = s + 1;
         t->position[2]++;
         run_test_hooks(t);
@@ -236,7 +244,7 @@ static epoch_status train_epoch(trainer *t, int *steps_run, bn_err *e) {
             progress_bar(t, epoch, s + 1, step_loss);
             last_progress = bn_now();
         }
-        if (tail[TAIL_STOP] > 0) return EPOCH_STOPPED;
+        if (tail_sum[TAIL_STOP] > 0) return EPOCH_STOPPED;
         if (t->cfg.checkpoint_every && t->position[2] % t->cfg.checkpoint_every == 0 && s + 1 < steps &&
             save_checkpoint(t, 1, e) != BN_OK)
             return EPOCH_FAILED;

@@ -22,13 +22,18 @@
 #define STATE_MAX 64
 
 typedef enum { ST_F32, ST_F64, ST_I64 } state_type;
+/* Where an entry lives: the same on every rank, different per rank (saved
+ * with a leading n_ranks dimension), or once per node in node-shared memory
+ * (loaded by the node's rank 0 only). */
+typedef enum { ST_SAME, ST_PER_RANK, ST_NODE_SHARED } state_place;
 
 typedef struct {
     char name[48];
     state_type type;
     void *data;
     int rows, cols;  /* this rank's shape */
-    int per_rank;    /* F32 only: differs between ranks */
+    int per_rank;    /* ST_PER_RANK (F32 only): differs between ranks */
+    int node_shared; /* ST_NODE_SHARED (F32 only) */
 } state_entry;
 
 typedef struct {
@@ -36,7 +41,7 @@ typedef struct {
     int n;
 } state_list;
 
-void state_add(state_list *s, const char *name, state_type type, void *data, int rows, int cols, int per_rank);
+void state_add(state_list *s, const char *name, state_type type, void *data, int rows, int cols, state_place place);
 
 /* Writes path atomically: a temporary file beside it (path + ".tmp"), fsync,
  * rename over path, fsync of the directory. A kill at any moment leaves path

@@ -13,7 +13,9 @@
 
 typedef enum { COMM_WORLD_GROUP, COMM_BN_GROUP } comm_group;
 
-/* MPI_Init, installs comm_fail as the fatal handler, builds the node communicator. */
+/* MPI_Init, installs comm_fail as the fatal handler, builds the node communicator.
+ * Test hook: BNMPI_TEST_NODE_SIZE=k makes "nodes" of k consecutive ranks, so
+ * one machine can test what spans nodes. */
 void comm_init(int *argc, char ***argv);
 int comm_rank(void);
 int comm_size(void);
@@ -24,6 +26,22 @@ int comm_node_rank(void);
  * Freed at comm_exit. */
 void *comm_node_shared_alloc(size_t bytes);
 void comm_node_barrier(void);
+/* Node-shared memory with one slot of `floats` per node rank (each rank
+ * provides its own): returns this rank's slot; slots[q] gets node rank q's
+ * (comm_node_size() pointers). Collective over the node. Freed at comm_exit. */
+float *comm_node_shared_slots(size_t floats, float **slots);
+/* Every store to node-shared memory that a node rank made before the call is
+ * visible to every node rank after it (MPI_Win_sync, barrier, MPI_Win_sync).
+ * Time goes to the timer (none when it is negative). */
+void comm_node_fence(int timer);
+/* 1 when every node runs the same number of ranks. Collective. */
+int comm_nodes_uniform(void);
+/* In-place sum over the ranks that share this rank's node rank, one per node
+ * (the cross-node step of a per-node reduction). */
+void comm_cross_sum_f32(float *buf, size_t n, int timer);
+/* Broadcast from world rank 0 into node-shared memory: among the nodes' rank
+ * 0s, then a node fence. Collective. */
+void comm_bcast_node_shared_f32(float *buf, size_t n);
 void comm_node_bcast_chars(char *buf, size_t n);
 /* comm_share within the node: its rank 0's status and message. */
 int comm_node_share(int status, bn_err *e);

@@ -40,6 +40,7 @@ typedef struct {
     int dims[BN_MAX_HIDDEN + 2];   /* 784, hidden..., 10 */
     int bn_mode, bn_place;
 
+    int shared;      /* params and grads are node-shared memory (gradsync.c), not ours to free */
     float *params;   /* (n_params) */
     float *grads;    /* (n_params + MLP_GRAD_TAIL) */
     size_t n_params;

@@ -22,6 +22,7 @@ typedef struct {
     size_t n;
     float *m;           /* (n) Adam first moment / SGD velocity */
     float *v;           /* (n) Adam second moment; NULL for SGD */
+    int shared;         /* m and v are node-shared memory (gradsync.c), not ours to free */
 } optimizer;
 
 void optim_init(optimizer *o, const bn_config *c, size_t n_params);
@@ -29,5 +30,8 @@ void optim_free(optimizer *o);
 /* One update of every view of m with its gradient, zeroing the gradient as it
  * goes (backward adds into it; this saves a separate pass over it). */
 void optim_step(optimizer *o, mlp *m);
+/* The same for parameters [lo, hi) only (a shard, gradsync.c); the step count
+ * advances as for a whole step. */
+void optim_step_range(optimizer *o, mlp *m, size_t lo, size_t hi);
 
 #endif

@@ -16,6 +16,7 @@ typedef enum { OPT_ADAM, OPT_SGD } optim_kind;
 typedef enum { DATA_MNIST, DATA_FASHION } dataset_kind;
 typedef enum { BN_EVAL_RUNNING, BN_EVAL_RECOMPUTE } bn_eval_kind;
 typedef enum { LR_SCALE_NONE, LR_SCALE_LINEAR, LR_SCALE_SQRT } lr_scale_kind;
+typedef enum { REDUCE_AUTO, REDUCE_NODE, REDUCE_MPI } reduce_kind;
 
 typedef struct {
     /* as given (or defaulted) on the command line */
@@ -51,6 +52,7 @@ typedef struct {
     char metrics[BN_PATH];   /* "" = a new file under runs/ */
     int force;
     int threads;             /* 0 = by policy */
+    int reduce;              /* reduce_kind; main resolves auto */
     int overlap;             /* row blocks of the overlapped first-layer gradient; 0 = blocking allreduce */
     int quiet;
     char checkpoint[BN_PATH]; /* "" = none */

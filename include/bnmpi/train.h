@@ -10,6 +10,7 @@
 #include "bnmpi/checkpoint.h"
 #include "bnmpi/dataset.h"
 #include "bnmpi/diagnostics.h"
+#include "bnmpi/gradsync.h"
 #include "bnmpi/metrics.h"
 #include "bnmpi/mlp.h"
 #include "bnmpi/optim.h"
@@ -27,6 +28,7 @@ typedef struct {
     dataset data;
     mlp model;
     optimizer opt;
+    gradsync gs;           /* --reduce node */
     sampler samp;
     uint8_t *labels;       /* (cap) labels of the current batch */
     metrics_file metrics;  /* rank 0 only */

@@ -5,20 +5,19 @@ Usage: run_case.py CASE --bnmpi PATH --mpiexec PATH [--readme PATH]
 Each CASE is one ctest test. Runs are short (--train-limit, 1 epoch) and go to
 a temporary directory that is removed afterwards.
 """
-import argparse
 import hashlib
 import os
 import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 
 import h5py
 import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "pylib"))
+from cases import run_case  # noqa: E402
 from mpi_procs import kill_ranks_then_mpirun  # noqa: E402
 
 ARGS = None
@@ -117,6 +116,39 @@ def case_overlap():
     check(load_checkpoint(ck) == [2, 7, 71], f"stopped after the next step, at {load_checkpoint(ck)}")
     run(2, "--resume", ck, "--quiet")
     same_metrics(full, part, "--overlap 4 resumed after a signal")
+
+
+def case_reduce():
+    """--reduce node (gradients summed in node-shared memory, each rank updating
+    its share of one copy of the parameters per node) trains the same model as
+    --reduce mpi (one MPI_Allreduce, every rank updating its own copy), for Adam
+    and for SGD with weight decay (applied per tensor, across share edges), on
+    one node and on "nodes" of 2 and 1 ranks (BNMPI_TEST_NODE_SIZE), where the
+    shares also cross nodes through MPI. The header says which path ran."""
+    for opt in (["--optimizer", "adam"], ["--optimizer", "sgd", "--momentum", "0.9", "--weight-decay", "0.01"]):
+        ref = steps(train(4, "mpi-" + opt[1], "--reduce", "mpi", *opt))["loss"]
+        for node_size in (None, "2", "1"):
+            env = dict(ENV, BNMPI_TEST_NODE_SIZE=node_size) if node_size else ENV
+            path = os.path.join(TMP, f"node{node_size}-{opt[1]}.h5")
+            cmd = [ARGS.mpiexec, "--oversubscribe", "-np", "4", ARGS.bnmpi, *QUICK, "--metrics", path, "--force",
+                   "--reduce", "node", *opt]
+            cmd.remove("--quiet")
+            p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+            check(p.returncode == 0, f"{' '.join(cmd)}: exit {p.returncode}: {p.stderr}")
+            per_node = {None: 4, "2": 2, "1": 1}[node_size]
+            want = f"gradients: summed in node-shared memory by {per_node} rank"
+            check(want in p.stdout, f"header lacks {want!r}: {p.stdout[:400]!r}")
+            check((per_node < 4) == ("across nodes" in p.stdout), f"cross-node note wrong: {p.stdout[:400]!r}")
+            rel = np.max(np.abs(steps(path)["loss"] - ref) / np.abs(ref))
+            print(f"{opt[1]}, {per_node} ranks per node: max relative step-loss difference to mpi: {rel:.2e}")
+            check(rel <= 1e-4, f"--reduce node ({per_node} per node, {opt[1]}) differs from mpi by {rel:.2e}")
+    # auto picks node; --overlap makes it mpi; both together is a usage error
+    _, out, _, _ = run(2, *QUICK[:-1], "--metrics", os.path.join(TMP, "auto.h5"))
+    check("gradients: summed in node-shared memory" in out and "reduce=node" in out, "auto is not node")
+    _, out, _, _ = run(2, *QUICK[:-1], "--overlap", "2", "--metrics", os.path.join(TMP, "ovl.h5"))
+    check("gradients: one MPI_Allreduce per step, overlapped" in out and "reduce=mpi" in out, "--overlap is not mpi")
+    _, _, err, _ = run(2, *QUICK, "--reduce", "node", "--overlap", "2", expect=2)
+    check("--overlap" in err and "--reduce mpi" in err, f"message: {err!r}")
 
 
 def case_local_equals_sync_np1():
@@ -359,7 +391,12 @@ def case_signals():
 def case_elastic_resume():
     """A checkpoint from np=2 resumes at np=4 and one from np=4 at np=2 with
     the global batch unchanged: sync BN continues the same computation up to
-    floating-point order. In local mode the BN batch changes: a warning says so."""
+    floating-point order. The first steps after the resume agree to 1e-5 (the
+    state came across whole); later single steps may not, because the
+    trajectory is chaotic here: a 1e-7 relative perturbation of dense0.W in
+    the epoch-1 checkpoint moves one step's loss 8 steps later by 6% (seen),
+    so the epochs' mean losses (1e-3) and the test accuracy (0.5 points) are
+    compared. In local mode the BN batch changes: a warning says so."""
     for src, dst in ((2, 4), (4, 2)):
         full = os.path.join(TMP, f"full{src}.h5")
         run(src, *CKPT, "--metrics", full)
@@ -369,9 +406,14 @@ def case_elastic_resume():
         with h5py.File(full, "r") as fa, h5py.File(part, "r") as fb:
             la, lb = fa["steps"]["loss"], fb["steps"]["loss"]
             check(len(la) == len(lb), "same number of steps")
-            rel = float(np.max(np.abs(la - lb) / np.abs(la)))
-            print(f"np {src} -> {dst}: max relative step-loss difference {rel:.2e}")
-            check(rel < 1e-3, f"np {src} -> {dst}: step losses differ by {rel:.2e}")
+            first = slice(4096 // 64, 4096 // 64 + 5)  # the first 5 steps after the resume
+            rel = float(np.max(np.abs(la[first] - lb[first]) / np.abs(la[first])))
+            print(f"np {src} -> {dst}: max relative step-loss difference over the first 5 resumed steps {rel:.2e}")
+            check(rel < 1e-5, f"np {src} -> {dst}: the first resumed step losses differ by {rel:.2e}")
+            ea, eb = fa["epochs"]["train_loss"], fb["epochs"]["train_loss"]
+            rel = float(np.max(np.abs(ea - eb) / np.abs(ea)))
+            print(f"np {src} -> {dst}: max relative epoch train-loss difference {rel:.2e}")
+            check(rel < 1e-3, f"np {src} -> {dst}: epoch train losses differ by {rel:.2e}")
             check(abs(fa["summary"].attrs["test_acc"] - fb["summary"].attrs["test_acc"]) < 0.005, "test accuracy")
     ck = os.path.join(TMP, "local.ckpt")
     run(2, *CKPT, "--epochs", "1", "--bn", "local", "--metrics", os.path.join(TMP, "local.h5"), "--checkpoint", ck)
@@ -612,22 +654,15 @@ def case_diagnostics():
     check(a.tobytes() == b.tobytes(), "diagnostics rows differ after a resume")
 
 
-def main():
-    global ARGS, TMP
-    cases = {k[5:]: v for k, v in globals().items() if k.startswith("case_")}
-    p = argparse.ArgumentParser()
-    p.add_argument("case", choices=sorted(cases))
+def options(p):
     p.add_argument("--bnmpi", required=True)
     p.add_argument("--mpiexec", required=True)
     p.add_argument("--readme")
     p.add_argument("--data", help="the MNIST folder, for tests that make broken copies of it")
-    ARGS = p.parse_args()
-    TMP = tempfile.mkdtemp(prefix="bnmpi-e2e-")
-    try:
-        cases[ARGS.case]()
-    finally:
-        shutil.rmtree(TMP, ignore_errors=True)
-    print(f"{ARGS.case}: passed")
+
+
+def main():
+    run_case(globals(), "bnmpi-e2e-", options)
 
 
 if __name__ == "__main__":
