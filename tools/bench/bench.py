@@ -12,7 +12,8 @@ For the MLP 784-256-10 with BN on MNIST it measures, in one run:
      per-rank batch and the gradient MPI_Allreduce (tools/bench/bound.c, built
      as bnmpi-bound), and bnmpi's throughput as a percentage of it;
   4. overheads: sync vs local BN time per epoch, communication share, and
-     np=2 sync with --overlap K against the blocking allreduce (--overlap);
+     np=2 sync with --reduce mpi (one MPI_Allreduce; bnmpi's default sums in
+     node-shared memory) and with --reduce mpi --overlap K (--overlap);
   5. peak memory per rank and per node at np 1, 2 and 4: RSS, PSS, and the
      node memory for data (MNIST run minus the same run on a small subset)
      (tools/bench/rss_wrap.py around each rank);
@@ -88,10 +89,10 @@ DDP_ENV = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
 FULL = dict(batches=[32, 64, 128, 512], nps=[1, 2], modes=["local", "sync"], epochs=3, repeats=2,
             train_limit=0, torch_steps=200, torch_reps=2,
             torch_variants=["t1-ob2", "t1-ob1", "t2-ob1", "t2-ob2", "t1-ob2-noforeach"],
-            bound_time=0.5, mem_nps=[1, 2, 4], coretypes=["env", "unset"], wait_idle=10.0, overlap=[4])
+            bound_time=0.5, mem_nps=[1, 2, 4], coretypes=["env", "unset"], wait_idle=10.0, overlap=[0, 4])
 QUICK = dict(batches=[64], nps=[1, 2], modes=["local", "sync"], epochs=2, repeats=1, train_limit=6400,
              torch_steps=40, torch_reps=1, torch_variants=["t1-ob2"], bound_time=0.05, mem_nps=[1, 2, 4],
-             coretypes=["env"], wait_idle=0.0, overlap=[4])
+             coretypes=["env"], wait_idle=0.0, overlap=[0])
 
 FAILURES = []
 # what --reanalyse needs to redo the tables
@@ -253,16 +254,17 @@ class Runner:
             args += ["--data", self.a.data]
         return args
 
-    def bnmpi(self, pass_name, env, round_, np_, bn, G, overlap=0):
-        """One bnmpi run; with overlap K > 0, --overlap K and Open MPI's ring algorithm for
-        the nonblocking allreduce (libnbc's default for it takes twice the blocking
+    def bnmpi(self, pass_name, env, round_, np_, bn, G, overlap=None):
+        """One bnmpi run with its default --reduce; with overlap 0, --reduce mpi; with
+        overlap K > 0, --reduce mpi --overlap K and Open MPI's ring algorithm for the
+        nonblocking allreduce (libnbc's default for it takes twice the blocking
         MPI_Allreduce here: bnmpi-bound's iallreduce_wait_f32)."""
         import h5py
         self.counter += 1
         path = os.path.join(self.tmp, f"run{self.counter}.h5")
         mca = ("--mca", "coll_libnbc_iallreduce_algorithm", "1") if overlap else ()
         cmd = self.mpirun(np_, mca) + [self.a.bnmpi] + self.bnmpi_args(G, bn, self.a.epochs) + \
-            ["--metrics", path, "--force"] + (["--overlap", str(overlap)] if overlap else [])
+            ["--metrics", path, "--force"] + (["--reduce", "mpi", "--overlap", str(overlap)] if overlap is not None else [])
         la = loadavg()
         busy = wait_idle(self.a.wait_idle) if self.a.wait_idle else cpu_busy(0.2)
         p = self.run(cmd, env, self.a.run_timeout, f"bnmpi np={np_} --bn {bn} --global-batch {G} --overlap {overlap}")
@@ -277,7 +279,7 @@ class Runner:
             sps = float(row["samples_per_s"])
             self.raw.append(dict(
                 pass_=pass_name, round=round_, impl="bnmpi",
-                variant=f"np{np_}-{bn}" + (f"-overlap{overlap}" if overlap else ""), np=np_, bn=bn,
+                variant=f"np{np_}-{bn}" + (f"-mpi-overlap{overlap}" if overlap is not None else ""), np=np_, bn=bn,
                 global_batch=G, local_batch=int(cfg.get("local_batch", G // np_)), threads=int(cfg.get("threads", 0)),
                 epoch=int(row["epoch"]), samples_per_s=sps, train_s=steps * G / sps, time_s=float(row["time_s"]),
                 comm_s=float(row["comm_s"]), steps=steps, extrapolated=0, loadavg=la, busy_before=busy,
@@ -511,7 +513,7 @@ def measure_memory(R, env):
     last two (everything else, model, buffers, MPI, is the same in both)."""
     a = R.a
     rows = []
-    data_dir = a.data or os.path.join(REPO, "data", "mnist")
+    data_dir = a.data_dir
     subset = os.path.join(R.tmp, "mnist-subset")
     write_idx_subset(data_dir, subset, MEM_SUBSET[0], MEM_SUBSET[1])
     run_args = ["--quiet", "--epochs", "1", "--train-limit", "2048", "--global-batch", "64", "--bn", "sync",
@@ -754,20 +756,26 @@ def analyse(R, passes_info, bound_rows, mem_rows, torch_version):
                       f"{bc['backward_sum'] * 1e6:.1f} us: {(bc['moments_userop'] + bc['backward_sum']) * 1e6:.1f} us "
                       f"per step. More than that in `sync - local per step` is waiting: each collective is a point "
                       f"where a rank that fell behind holds up the other.")
-        # ---- overlap
-        for k in [k for k in (a.overlap or []) if k]:
-            orows = []
-            for G in a.batches:
-                blocking, ovl = sps("bnmpi", "np2-sync", G), sps("bnmpi", f"np2-sync-overlap{k}", G)
-                if ovl:
-                    orows.append([G, fmt(blocking), fmt(ovl), fmt(ovl / blocking if blocking else None, ratio=True)])
-            if orows:
-                md.append(f"\n### Overlap: bnmpi np=2 sync, --overlap {k} against the blocking allreduce\n")
-                md.append(md_table(["global batch", "blocking (--overlap 0), samples/s", f"--overlap {k}, samples/s",
-                                    "overlap / blocking"], orows))
-                md.append("\nThe overlap runs use `--mca coll_libnbc_iallreduce_algorithm 1` (ring): Open MPI's "
-                          "default nonblocking allreduce takes twice the blocking one here (bnmpi-bound's "
-                          "`iallreduce_wait_f32` against `sum_f32`).")
+        # ---- how the gradients are summed
+        ks = list(a.overlap or [])
+        orows = []
+        for G in a.batches:
+            default = sps("bnmpi", "np2-sync", G)
+            alts = [sps("bnmpi", f"np2-sync-mpi-overlap{k}", G) for k in ks]
+            if any(alts):
+                orows.append([G, fmt(default)] + [fmt(x) for x in alts] +
+                             [fmt(x / default if x and default else None, ratio=True) for x in alts])
+        if orows:
+            names = ["--reduce mpi" if k == 0 else f"--reduce mpi --overlap {k}" for k in ks]
+            md.append("\n### Gradient sums: bnmpi np=2 sync, the default --reduce node against MPI_Allreduce\n")
+            md.append(md_table(["global batch", "--reduce node (default), samples/s"] +
+                               [f"{n}, samples/s" for n in names] + [f"{n} / node" for n in names], orows))
+            md.append("\n`--reduce node` sums the gradients in node-shared memory and each rank updates its half "
+                      "of the one copy of the parameters; `--reduce mpi` is one MPI_Allreduce and a full update "
+                      "on every rank; `--overlap K` starts the allreduce in K blocks during backward. The overlap "
+                      "runs use `--mca coll_libnbc_iallreduce_algorithm 1` (ring): Open MPI's default nonblocking "
+                      "allreduce takes twice the blocking one here (bnmpi-bound's `iallreduce_wait_f32` against "
+                      "`sum_f32`).")
         # ---- targets
         tg = []
 
@@ -878,7 +886,8 @@ def main():
                         " (default: all but omp1-default, which equals t1-ob1: OpenBLAS reads OMP_NUM_THREADS)")
     p.add_argument("--bound-time", type=float, help="bnmpi-bound seconds per measurement (default 0.5)")
     p.add_argument("--overlap", type=ints,
-                   help="also run np=2 sync with bnmpi --overlap K for each K (default 4; 0 = none)")
+                   help="also run np=2 sync with --reduce mpi --overlap K for each K (default 0,4: the plain "
+                        "MPI_Allreduce and 4 overlapped blocks)")
     p.add_argument("--mem-nps", type=ints, help="rank counts for peak RSS (default 1,2,4)")
     p.add_argument("--coretypes", type=words,
                    help="OPENBLAS_CORETYPE passes: env (as set), unset, or a core name (default env,unset)")
