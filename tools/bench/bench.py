@@ -770,6 +770,12 @@ def analyse(R, passes_info, bound_rows, mem_rows, torch_version):
             md.append("\n### Gradient sums: bnmpi np=2 sync, the default --reduce node against MPI_Allreduce\n")
             md.append(md_table(["global batch", "--reduce node (default), samples/s"] +
                                [f"{n}, samples/s" for n in names] + [f"{n} / node" for n in names], orows))
+            upd = {op: bmed("update", 2, 0, op) for op in ("allreduce_adam", "node_shared_adam")}
+            if all(upd.values()):
+                md.append(f"\nThe sum and the update alone at np=2 (bnmpi-bound, the gradient freshly written): "
+                          f"MPI_Allreduce + Adam on every rank {upd['allreduce_adam'] * 1e6:.0f} us; fence + this "
+                          f"rank's half summed from the shared slots + Adam on it + fence "
+                          f"{upd['node_shared_adam'] * 1e6:.0f} us.")
             md.append("\n`--reduce node` sums the gradients in node-shared memory and each rank updates its half "
                       "of the one copy of the parameters; `--reduce mpi` is one MPI_Allreduce and a full update "
                       "on every rank; `--overlap K` starts the allreduce in K blocks during backward. The overlap "

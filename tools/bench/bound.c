@@ -15,6 +15,8 @@
  * (bnmpi's blocking MPI_Allreduce), "iallreduce_wait_f32" (MPI_Iallreduce then
  * MPI_Wait: --overlap's call with nothing to overlap) and
  * "reduce_scatter_allgather_f32" (what a sharded optimizer would call).
+ * kind "update" (np > 1, one node): the gradient sum plus Adam, op
+ * "allreduce_adam" (--reduce mpi) and "node_shared_adam" (--reduce node).
  * kind "bncomm" (np > 1): sync BN's collectives, op "moments_userop" (the
  * forward merge as src/comm.c does it), "moments_sum" (the same bytes with
  * MPI_SUM), "backward_sum" (the backward sums).
@@ -247,6 +249,75 @@ static void bench_allreduce(size_t n, int threads, double budget) {
     free(t), free(buf), free(full), free(mine);
 }
 
+/* The gradient sum and the update, both ways bnmpi can do them at np ranks on
+ * one node, with the gradient freshly written as after backward:
+ *   "allreduce_adam": MPI_Allreduce of the whole gradient, then Adam over
+ *     every parameter on every rank (--reduce mpi);
+ *   "node_shared_adam": a fence, this rank's 1/np share summed from every
+ *     rank's slot of a shared window, Adam over that share, a fence
+ *     (--reduce node, src/gradsync.c).
+ * kind "update", the time of a rep being the slowest rank's. */
+static void bench_update(size_t n, int threads, double budget) {
+    MPI_Comm node;
+    MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, rank, MPI_INFO_NULL, &node);
+    int P, r;
+    MPI_Comm_size(node, &P);
+    MPI_Comm_rank(node, &r);
+    if (P != nranks) { /* the shared half needs every rank on this node */
+        MPI_Comm_free(&node);
+        return;
+    }
+    unsigned seed = 5u + (unsigned)rank;
+    float *p = floats(n, &seed), *g = floats(n, &seed), *m = floats(n, &seed), *v = floats(n, &seed);
+    for (size_t i = 0; i < n; i++) v[i] = fabsf(v[i]);
+    float *mine, *slot[64];
+    MPI_Win win;
+    MPI_Win_allocate_shared((MPI_Aint)(n * sizeof(float)), sizeof(float), MPI_INFO_NULL, node, &mine, &win);
+    for (int q = 0; q < P && q < 64; q++) {
+        MPI_Aint size;
+        int disp;
+        MPI_Win_shared_query(win, q, &size, &disp, &slot[q]);
+    }
+    MPI_Win_lock_all(MPI_MODE_NOCHECK, win);
+    const size_t lo = n * (size_t)r / (size_t)P / 16 * 16, hi = r + 1 == P ? n : n * (size_t)(r + 1) / (size_t)P / 16 * 16;
+    const int reps = reps_for(5e-4, budget);
+    double *t1 = calloc((size_t)reps, sizeof(double)), *t2 = calloc((size_t)reps, sizeof(double));
+    if (!t1 || !t2) die("out of memory");
+    for (int k = 0; k < reps; k++) {
+        for (size_t i = 0; i < n; i++) g[i] = 0.001f * (float)(i % 97);
+        MPI_Barrier(MPI_COMM_WORLD);
+        double a = now();
+        MPI_Allreduce(MPI_IN_PLACE, g, (int)n, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD);
+        adam(p, g, m, v, n, 1e-9f);
+        t1[k] = now() - a;
+        for (size_t i = 0; i < n; i++) mine[i] = 0.001f * (float)(i % 97);
+        MPI_Barrier(MPI_COMM_WORLD);
+        a = now();
+        MPI_Win_sync(win);
+        MPI_Barrier(node);
+        MPI_Win_sync(win);
+        for (int q = 0; q < P; q++)
+            if (q != r)
+                for (size_t i = lo; i < hi; i++) {
+                    mine[i] += slot[q][i];
+                    slot[q][i] = 0.0f;
+                }
+        adam(p + lo, mine + lo, m + lo, v + lo, hi - lo, 1e-9f);
+        MPI_Win_sync(win);
+        MPI_Barrier(node);
+        MPI_Win_sync(win);
+        t2[k] = now() - a;
+    }
+    slowest_rank(t1, reps);
+    slowest_rank(t2, reps);
+    print_row("update", threads, 0, "allreduce_adam", (long)n, t1, reps);
+    print_row("update", threads, 0, "node_shared_adam", (long)n, t2, reps);
+    MPI_Win_unlock_all(win);
+    MPI_Win_free(&win);
+    MPI_Comm_free(&node);
+    free(t1), free(t2), free(p), free(g), free(m), free(v);
+}
+
 /* Sync BN's two collectives per BN layer and step (src/comm.c): the forward
  * moments merge, an MPI_Allreduce of one record of 1 + 2c doubles with a user
  * operation (Chan's formula), and the backward MPI_Allreduce of 2c doubles
@@ -384,6 +455,7 @@ int main(int argc, char **argv) {
     if (do_allreduce && nranks > 1) {
         bench_allreduce((size_t)count, threads, budget);
         bench_bncomm(hidden, threads, budget / 4);
+        bench_update((size_t)n_params, threads, budget);
     }
     fflush(stdout);
     MPI_Finalize();
