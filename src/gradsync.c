@@ -18,9 +18,8 @@ void gradsync_init(gradsync *g, mlp *m, optimizer *o) {
     g->on = 1;
     g->node_size = comm_node_size();
     g->node_rank = comm_node_rank();
-    if (g->node_size > GRADSYNC_MAX_NODE_RANKS)
-        bn_fatal("%d ranks on one node: --reduce node handles at most %d; use --reduce mpi", g->node_size,
-                 GRADSYNC_MAX_NODE_RANKS);
+    if (g->node_size > GRADSYNC_MAX_NODE_RANKS) /* main.c checks first */
+        bn_fatal("%d ranks on one node: --reduce node handles at most %d", g->node_size, GRADSYNC_MAX_NODE_RANKS);
     const size_t n = m->n_params;
     g->lo = shard_edge(n, g->node_rank, g->node_size);
     g->hi = shard_edge(n, g->node_rank + 1, g->node_size);

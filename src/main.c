@@ -127,10 +127,12 @@ int main(int argc, char **argv) {
                  c->resume, c->global_batch, t.size, saved_global_batch, saved_global_batch,
                  saved_global_batch / t.size);
     check(comm_set_bn_group(c->bn == BN_NONE ? 1 : c->bn_group, &e), &e, EXIT_USAGE);
-    const int uniform = comm_nodes_uniform();
+    const int uniform = comm_nodes_uniform(), fits = comm_node_size() <= GRADSYNC_MAX_NODE_RANKS;
     if (c->reduce == REDUCE_NODE && !uniform)
         fail_all(EXIT_USAGE, "--reduce node: needs the same number of ranks on every node; use --reduce mpi");
-    if (c->reduce == REDUCE_AUTO) c->reduce = uniform && !c->overlap ? REDUCE_NODE : REDUCE_MPI;
+    if (c->reduce == REDUCE_NODE && !fits)
+        fail_all(EXIT_USAGE, "--reduce node: at most %d ranks per node; use --reduce mpi", GRADSYNC_MAX_NODE_RANKS);
+    if (c->reduce == REDUCE_AUTO) c->reduce = uniform && fits && !c->overlap ? REDUCE_NODE : REDUCE_MPI;
 
     t.threads = threads_policy(c->threads, comm_node_size());
     threads_apply(t.threads);

@@ -112,7 +112,7 @@ static const opt_def table[] = {
      "how gradients are summed: node = the ranks of a node sum them in shared memory and each updates its "
      "1/P share of the node's one copy of the parameters and optimizer state (across nodes, one "
      "MPI_Allreduce per share); mpi = one MPI_Allreduce of the whole gradient, and every rank updates its own "
-     "copy; auto = node when every node has as many ranks and --overlap is 0, else mpi",
+     "copy; auto = node when every node has as many ranks (at most 256) and --overlap is 0, else mpi",
      RESUME_FREE | RESUME_DEFAULT},
     {NULL, "overlap", K_INT, F(overlap), 0, "0", "K", NULL, 0, 32, 0, 0,
      "overlap the gradient allreduce with backward: the first layer's weight gradient (most of the "
