@@ -52,7 +52,9 @@ static void print_header(const trainer *t) {
     snprintf(arch + len, sizeof arch - len, "-%d", MLP_OUT);
     printf("bnmpi %s: %d rank%s x %d OpenBLAS thread%s (%s), %s\n", BNMPI_VERSION, t->size, t->size > 1 ? "s" : "",
            t->threads, t->threads > 1 ? "s" : "", threads_blas_core(), t->mpi_lib);
-    if (t->gs.on)
+    if (t->size == 1)
+        printf("gradients: one rank, nothing to sum\n");
+    else if (t->gs.on)
         printf("gradients: summed in node-shared memory by %d rank%s per node, each updating 1/%d of the "
                "parameters%s\n",
                t->gs.node_size, t->gs.node_size > 1 ? "s" : "", t->gs.node_size,
