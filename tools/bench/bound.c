@@ -179,74 +179,106 @@ static void adam(float *p, const float *g, float *m, float *v, size_t n, float l
     }
 }
 
-static void bench_adam(size_t n, int threads, double budget) {
-    unsigned seed = 777u;
-    float *p = floats(n, &seed), *g = floats(n, &seed), *m = floats(n, &seed), *v = floats(n, &seed);
-    for (size_t i = 0; i < n; i++) v[i] = fabsf(v[i]);
-    double t0 = now();
-    for (int i = 0; i < 10; i++) adam(p, g, m, v, n, 1e-9f);
-    const int reps = reps_for((now() - t0) / 10, budget);
+/* One operation timed rep by rep: prepare (untimed; may be NULL) runs before
+ * the barrier that starts each rep, run is timed. The time of a rep is the
+ * slowest rank's; one row is printed. reps = 0: as many as fit in budget,
+ * judged from 10 untimed runs. Returns the reps used. */
+typedef struct {
+    void (*prepare)(void *ctx, int rep);
+    void (*run)(void *ctx);
+    void *ctx;
+} timed_op;
+
+static int time_op(const char *kind, const char *op, long count, int threads, double budget, int reps, timed_op o) {
+    if (reps == 0) {
+        double t0 = now();
+        for (int i = 0; i < 10; i++) o.run(o.ctx);
+        reps = reps_for((now() - t0) / 10, budget);
+    }
     double *t = calloc((size_t)reps, sizeof(double));
     if (!t) die("out of memory");
     for (int r = 0; r < reps; r++) {
+        if (o.prepare) o.prepare(o.ctx, r);
         MPI_Barrier(MPI_COMM_WORLD);
         double a = now();
-        adam(p, g, m, v, n, 1e-9f);
+        o.run(o.ctx);
         t[r] = now() - a;
     }
     slowest_rank(t, reps);
-    print_row("adam", threads, 0, "update", (long)n, t, reps);
-    free(t), free(p), free(g), free(m), free(v);
+    print_row(kind, threads, 0, op, count, t, reps);
+    free(t);
+    return reps;
+}
+
+typedef struct {
+    float *p, *g, *m, *v;
+    size_t n;
+} adam_ctx;
+
+static void adam_run(void *ctx) {
+    adam_ctx *a = ctx;
+    adam(a->p, a->g, a->m, a->v, a->n, 1e-9f);
+}
+
+static void bench_adam(size_t n, int threads, double budget) {
+    unsigned seed = 777u;
+    adam_ctx a = {floats(n, &seed), floats(n, &seed), floats(n, &seed), floats(n, &seed), n};
+    for (size_t i = 0; i < n; i++) a.v[i] = fabsf(a.v[i]);
+    time_op("adam", "update", (long)n, threads, budget, 0, (timed_op){NULL, adam_run, &a});
+    free(a.p), free(a.g), free(a.m), free(a.v);
+}
+
+/* The gradient buffer (n floats), and the reduce-scatter's blocks (P x block). */
+typedef struct {
+    float *buf, *full, *mine;
+    size_t n, block;
+} sum_ctx;
+
+static void refill(float *x, size_t n, int rep) {
+    if (rep % 64 == 0) /* keep the sums finite */
+        for (size_t i = 0; i < n; i++) x[i] = 0.001f * (float)(i % 97);
+}
+static void refill_buf(void *ctx, int rep) {
+    sum_ctx *c = ctx;
+    refill(c->buf, c->n, rep);
+}
+static void refill_full(void *ctx, int rep) {
+    sum_ctx *c = ctx;
+    refill(c->full, c->block * (size_t)nranks, rep);
+}
+static void allreduce_run(void *ctx) {
+    sum_ctx *c = ctx;
+    MPI_Allreduce(MPI_IN_PLACE, c->buf, (int)c->n, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD);
+}
+/* The nonblocking form (bnmpi --overlap): started and waited for at once, so
+ * this is its cost with nothing to overlap. */
+static void iallreduce_run(void *ctx) {
+    sum_ctx *c = ctx;
+    MPI_Request req;
+    MPI_Iallreduce(MPI_IN_PLACE, c->buf, (int)c->n, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD, &req);
+    MPI_Wait(&req, MPI_STATUS_IGNORE);
+}
+/* A sharded update's pair: each rank gets the sum of its 1/P block, then the
+ * blocks are gathered back to every rank. */
+static void reduce_scatter_allgather_run(void *ctx) {
+    sum_ctx *c = ctx;
+    MPI_Reduce_scatter_block(c->full, c->mine, (int)c->block, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD);
+    MPI_Allgather(c->mine, (int)c->block, MPI_FLOAT, c->full, (int)c->block, MPI_FLOAT, MPI_COMM_WORLD);
 }
 
 static void bench_allreduce(size_t n, int threads, double budget) {
     unsigned seed = 99u + (unsigned)rank;
-    float *buf = floats(n, &seed);
-    double t0 = now();
-    for (int i = 0; i < 10; i++) MPI_Allreduce(MPI_IN_PLACE, buf, (int)n, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD);
-    const int reps = reps_for((now() - t0) / 10, budget);
-    double *t = calloc((size_t)reps, sizeof(double));
-    if (!t) die("out of memory");
-    for (int r = 0; r < reps; r++) {
-        if (r % 64 == 0) /* keep the sums finite */
-            for (size_t i = 0; i < n; i++) buf[i] = 0.001f * (float)(i % 97);
-        MPI_Barrier(MPI_COMM_WORLD);
-        double a = now();
-        MPI_Allreduce(MPI_IN_PLACE, buf, (int)n, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD);
-        t[r] = now() - a;
-    }
-    slowest_rank(t, reps);
-    print_row("allreduce", threads, 0, "sum_f32", (long)n, t, reps);
-    /* The nonblocking form (bnmpi --overlap): started and waited for at once,
-     * so this is its cost with nothing to overlap. */
-    for (int r = 0; r < reps; r++) {
-        if (r % 64 == 0)
-            for (size_t i = 0; i < n; i++) buf[i] = 0.001f * (float)(i % 97);
-        MPI_Barrier(MPI_COMM_WORLD);
-        double a = now();
-        MPI_Request req;
-        MPI_Iallreduce(MPI_IN_PLACE, buf, (int)n, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD, &req);
-        MPI_Wait(&req, MPI_STATUS_IGNORE);
-        t[r] = now() - a;
-    }
-    slowest_rank(t, reps);
-    print_row("allreduce", threads, 0, "iallreduce_wait_f32", (long)n, t, reps);
-    /* The sharded update's pair (src/comm.c): each rank gets the sum of its
-     * 1/P block, then the blocks are gathered back to every rank. */
     const size_t block = (n + (size_t)nranks - 1) / (size_t)nranks;
-    float *full = floats(block * (size_t)nranks, &seed), *mine = floats(block, &seed);
-    for (int r = 0; r < reps; r++) {
-        if (r % 64 == 0)
-            for (size_t i = 0; i < block * (size_t)nranks; i++) full[i] = 0.001f * (float)(i % 97);
-        MPI_Barrier(MPI_COMM_WORLD);
-        double a = now();
-        MPI_Reduce_scatter_block(full, mine, (int)block, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD);
-        MPI_Allgather(mine, (int)block, MPI_FLOAT, full, (int)block, MPI_FLOAT, MPI_COMM_WORLD);
-        t[r] = now() - a;
-    }
-    slowest_rank(t, reps);
-    print_row("allreduce", threads, 0, "reduce_scatter_allgather_f32", (long)n, t, reps);
-    free(t), free(buf), free(full), free(mine);
+    sum_ctx c = {floats(n, &seed), NULL, NULL, n, block};
+    c.full = floats(block * (size_t)nranks, &seed);
+    c.mine = floats(block, &seed);
+    const int reps = time_op("allreduce", "sum_f32", (long)n, threads, budget, 0,
+                             (timed_op){refill_buf, allreduce_run, &c});
+    time_op("allreduce", "iallreduce_wait_f32", (long)n, threads, budget, reps,
+            (timed_op){refill_buf, iallreduce_run, &c});
+    time_op("allreduce", "reduce_scatter_allgather_f32", (long)n, threads, budget, reps,
+            (timed_op){refill_full, reduce_scatter_allgather_run, &c});
+    free(c.buf), free(c.full), free(c.mine);
 }
 
 /* The gradient sum and the update, both ways bnmpi can do them at np ranks on
@@ -342,23 +374,6 @@ static void merge_op(void *in, void *inout, int *len, MPI_Datatype *type) {
     }
 }
 
-static void time_collective(const char *op, long count, double budget, int threads, void (*fn)(double *), double *buf) {
-    double t0 = now();
-    for (int i = 0; i < 10; i++) fn(buf);
-    const int reps = reps_for((now() - t0) / 10, budget);
-    double *t = calloc((size_t)reps, sizeof(double));
-    if (!t) die("out of memory");
-    for (int r = 0; r < reps; r++) {
-        MPI_Barrier(MPI_COMM_WORLD);
-        double a = now();
-        fn(buf);
-        t[r] = now() - a;
-    }
-    slowest_rank(t, reps);
-    print_row("bncomm", threads, 0, op, count, t, reps);
-    free(t);
-}
-
 static MPI_Op moments_op;
 static MPI_Datatype moments_type;
 static int bn_c;
@@ -366,15 +381,15 @@ static void reset_moments(double *buf) {
     buf[0] = 32;
     for (int j = 0; j < 2 * bn_c; j++) buf[1 + j] = 0.5 + 0.001 * j;
 }
-static void moments_userop(double *buf) {
+static void moments_userop(void *buf) {
     reset_moments(buf);
     MPI_Allreduce(MPI_IN_PLACE, buf, 1, moments_type, moments_op, MPI_COMM_WORLD);
 }
-static void moments_sum(double *buf) {
+static void moments_sum(void *buf) {
     reset_moments(buf);
     MPI_Allreduce(MPI_IN_PLACE, buf, 1 + 2 * bn_c, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD);
 }
-static void backward_sums(double *buf) {
+static void backward_sums(void *buf) {
     MPI_Allreduce(MPI_IN_PLACE, buf, 2 * bn_c, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD);
 }
 
@@ -385,9 +400,9 @@ static void bench_bncomm(int c, int threads, double budget) {
     MPI_Type_commit(&moments_type);
     double *buf = calloc((size_t)(1 + 2 * c), sizeof(double));
     if (!buf) die("out of memory");
-    time_collective("moments_userop", 1 + 2L * c, budget, threads, moments_userop, buf);
-    time_collective("moments_sum", 1 + 2L * c, budget, threads, moments_sum, buf);
-    time_collective("backward_sum", 2L * c, budget, threads, backward_sums, buf);
+    time_op("bncomm", "moments_userop", 1 + 2L * c, threads, budget, 0, (timed_op){NULL, moments_userop, buf});
+    time_op("bncomm", "moments_sum", 1 + 2L * c, threads, budget, 0, (timed_op){NULL, moments_sum, buf});
+    time_op("bncomm", "backward_sum", 2L * c, threads, budget, 0, (timed_op){NULL, backward_sums, buf});
     free(buf);
     MPI_Type_free(&moments_type);
     MPI_Op_free(&moments_op);
