@@ -703,6 +703,15 @@ def _draw_line(ax, pts, center, color, marker, ls, label):
     return np.asarray(ys)
 
 
+def _final_validation_axes(ax_acc, ax_loss, xlabel, ticker, xs):
+    """Titles, labels and log2 x axes of the two panels of validation after the last epoch."""
+    ax_acc.set(title="Final validation accuracy", xlabel=xlabel, ylabel="validation accuracy (%)")
+    ax_loss.set(title="Final validation loss", xlabel=xlabel, ylabel="validation loss (nats)")
+    _percent_axis(ax_acc, ticker)
+    for ax in (ax_acc, ax_loss):
+        _log2_axis(ax, ticker, xs)
+
+
 def plot_batch_size(figs, runs):
     plt, ticker = _mpl()
     import numpy as np
@@ -739,13 +748,7 @@ def plot_batch_size(figs, runs):
                    np.mean, c, m, ls, text)
         _draw_line(ax_loss, _points(rs, lambda r: r.get("global_batch"), lambda r: r.last("val_loss")),
                    np.mean, c, m, ls, text)
-    ax_acc.set(title="Final validation accuracy", xlabel="global batch (samples per step, log2 scale)",
-               ylabel="validation accuracy (%)")
-    ax_loss.set(title="Final validation loss", xlabel="global batch (samples per step, log2 scale)",
-                ylabel="validation loss (nats)")
-    _percent_axis(ax_acc, ticker)
-    for ax in (ax_acc, ax_loss):
-        _log2_axis(ax, ticker, gbs)
+    _final_validation_axes(ax_acc, ax_loss, "global batch (samples per step, log2 scale)", ticker, gbs)
     handles = [h for h in ax_acc.get_lines() if not h.get_label().startswith("_")]
     _legend_below(fig, handles)
     common = common_description(done, skip=set(other) | {"global_batch", "n_ranks"})
@@ -785,13 +788,7 @@ def plot_bn_batch(figs, runs):
                 ax.plot([r.get("bn_batch")], [r.last(field)], ls="none", color=c, ms=7, alpha=0.9,
                         marker=mode_marker(mode), label="_run")
             xs_all |= set(xs)
-    ax_acc.set(title="Final validation accuracy", xlabel="BN batch (samples per BN statistic, log2 scale)",
-               ylabel="validation accuracy (%)")
-    ax_loss.set(title="Final validation loss", xlabel="BN batch (samples per BN statistic, log2 scale)",
-                ylabel="validation loss (nats)")
-    _percent_axis(ax_acc, ticker)
-    for ax in (ax_acc, ax_loss):
-        _log2_axis(ax, ticker, xs_all)
+    _final_validation_axes(ax_acc, ax_loss, "BN batch (samples per BN statistic, log2 scale)", ticker, xs_all)
     handles = [h for h in ax_acc.get_lines() if not h.get_label().startswith("_")]
     handles += [Line2D([], [], ls="none", color="black", marker=mode_marker(m), ms=7,
                        label=f"BN {m}") for m in sorted(modes_seen, key=mode_sort_key)]
