@@ -21,6 +21,7 @@ matplotlib.use("Agg")
 import matplotlib.image as mpimg  # noqa: E402
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "pylib"))
+from bad_inputs import make_bad_inputs  # noqa: E402
 from cases import run_case  # noqa: E402
 from mpi_procs import kill_ranks_then_mpirun  # noqa: E402
 
@@ -236,22 +237,8 @@ def case_bad_input():
     """Each bad input gives one line naming the file and what was expected, exit
     status 2, and writes nothing, even when other inputs are good."""
     good = train(1, "good", "--bn", "none")
-    d = os.path.join(TMP, "bad")
-    os.makedirs(d)
-    text = os.path.join(d, "notes.h5")
-    open(text, "w").write("not hdf5\n")
-    plain = os.path.join(d, "plain.h5")
-    with h5py.File(plain, "w") as f:
-        f["x"] = np.arange(3)
-    other = os.path.join(d, "other.h5")
-    with h5py.File(other, "w") as f:
-        f.attrs["format"] = "someone-else"
-    ckpt = os.path.join(d, "ckpt.h5")
-    with h5py.File(ckpt, "w") as f:
-        f.attrs["format"] = "bnmpi-checkpoint"
-    empty = os.path.join(d, "empty-folder")
-    os.makedirs(empty)
-    missing = os.path.join(d, "missing.h5")
+    bad = make_bad_inputs(os.path.join(TMP, "bad"))
+    text, plain, other, ckpt, empty, missing = (bad[k] for k in ("text", "plain", "other", "ckpt", "empty", "missing"))
     out = os.path.join(TMP, "out")
     cases = [
         ([missing], missing, "does not exist"),

@@ -20,6 +20,7 @@ matplotlib.use("Agg")
 import matplotlib.image as mpimg  # noqa: E402
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "pylib"))
+from bad_inputs import make_bad_inputs  # noqa: E402
 from cases import run_case  # noqa: E402
 
 ARGS = None
@@ -251,17 +252,8 @@ def case_claims_bad_input():
     """claims.py refuses what analyze.py refuses: one line per bad input naming
     it, exit status 2, nothing written."""
     good, _ = train(1, "good", "--bn", "none")
-    d = os.path.join(TMP, "bad")
-    os.makedirs(d)
-    text = os.path.join(d, "notes.h5")
-    open(text, "w").write("not hdf5\n")
-    other = os.path.join(d, "other.h5")
-    with h5py.File(other, "w") as f:
-        f.attrs["format"] = "someone-else"
-    ckpt = os.path.join(d, "ckpt.h5")
-    with h5py.File(ckpt, "w") as f:
-        f.attrs["format"] = "bnmpi-checkpoint"
-    missing = os.path.join(d, "missing.h5")
+    bad = make_bad_inputs(os.path.join(TMP, "bad"))
+    text, other, ckpt, missing = (bad[k] for k in ("text", "other", "ckpt", "missing"))
     out = os.path.join(TMP, "docs")
     for inputs, named, needle in [([missing], missing, "does not exist"), ([text], text, "not an HDF5 file"),
                                   ([other], other, 'format is "someone-else"'),
