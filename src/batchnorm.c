@@ -1,5 +1,5 @@
-/* batchnorm.c: BN forward/backward; statistics in double, two passes per rank,
- * merged across the BN group with Chan's formula (comm_merge_moments). */
+/* batchnorm.c: BN forward/backward; statistics in double: two passes over a
+ * rank's rows (local), or one pass of sums added over the BN group (sync). */
 #include "bnmpi/batchnorm.h"
 
 #include <math.h>
@@ -58,12 +58,40 @@ void bn_accumulate_moments(double *acc, const float *x, int B, int c) {
     free(batch);
 }
 
+/* Sync: the group's moments from one MPI_SUM of [sum x, sum x^2] (2c doubles),
+ * as Keras' SyncBatchNormalization does, but in double. var = E[x^2] - E[x]^2
+ * loses about log10(mean^2/var) of double's 16 digits, which stays far below
+ * float precision unless |mean| > 1e4 * std, where eps dominates var anyway.
+ * A merge of (count, mean, m2) would need an MPI user op, which Open MPI runs
+ * 3x slower than MPI_SUM on these 4 kB (bnmpi-bound, bncomm rows). */
+static void group_moments(double *stats, const float *x, int B, int c) {
+    double *s1 = stats + 1, *s2 = stats + 1 + c;
+    memset(stats, 0, sizeof(double) * (size_t)(1 + 2 * c));
+    for (int i = 0; i < B; i++) {
+        const float *row = x + (size_t)i * c;
+        for (int j = 0; j < c; j++) {
+            s1[j] += row[j];
+            s2[j] += (double)row[j] * row[j];
+        }
+    }
+    comm_allreduce_sum_f64(s1, (size_t)(2 * c), COMM_BN_GROUP, T_BN_COMM);
+    const double n = (double)B * comm_bn_group_size();
+    for (int j = 0; j < c; j++) {
+        const double mean = s1[j] / n, m2 = s2[j] - n * mean * mean;
+        s1[j] = mean;
+        s2[j] = m2 > 0 ? m2 : 0;
+    }
+    stats[0] = n;
+}
+
 static void forward_chunk(bn_layer *l, float *y, float *xhat, float *inv_std, const float *x, const float *gamma,
                           const float *beta, float *running_mean, float *running_var, int B) {
     const int c = l->c;
     double *mean = l->stats + 1, *m2 = l->stats + 1 + c;
-    local_moments(l->stats, x, B, c);
-    if (l->sync) comm_merge_moments(l->stats, c, COMM_BN_GROUP);
+    if (l->sync && comm_bn_group_size() > 1)
+        group_moments(l->stats, x, B, c);
+    else
+        local_moments(l->stats, x, B, c);
     const double n = l->stats[0];
     const double unbias = n > 1 ? n / (n - 1) : 1.0;
     const float m = l->momentum;
