@@ -185,6 +185,7 @@ static epoch_status train_epoch(trainer *t, int *steps_run, bn_err *e) {
     sampler_set_epoch(&t->samp, epoch);
     *steps_run = 0;
     for (int s = (int)t->position[1]; s < steps; s++, ++*steps_run) {
+        bn_blocks_at(&t->blocks, m, epoch, s);
         if (gathered != s)
             dataset_gather(m->x, t->labels, &t->data.train_images, &t->data.train_labels, t->data.train_idx,
                            sampler_batch(&t->samp, s), b);
@@ -249,6 +250,7 @@ static epoch_status train_epoch(trainer *t, int *steps_run, bn_err *e) {
             save_checkpoint(t, 1, e) != BN_OK)
             return EPOCH_FAILED;
     }
+    bn_blocks_at(&t->blocks, m, epoch, steps);
     return EPOCH_DONE;
 }
 
@@ -318,6 +320,7 @@ int train_run(trainer *t) {
     eval_result test = evaluate(t, &t->data.test_images, &t->data.test_labels, t->data.test_idx, t->data.n_test);
     char digest[65];
     if (comm_agree(check_params_agree(t, digest, &e), &e) != BN_OK) comm_exit(EXIT_RUNTIME, e.msg);
+    bn_blocks_close(&t->blocks);
     if (t->rank == 0) metrics_set_summary(&t->metrics, test.loss, test.acc, total_s, digest);
     int status = flush_metrics(t, &e);
     if (t->rank == 0) metrics_close(&t->metrics);

@@ -7,6 +7,7 @@
 
 #include <stdint.h>
 
+#include "bnmpi/bnblocks.h"
 #include "bnmpi/checkpoint.h"
 #include "bnmpi/dataset.h"
 #include "bnmpi/diagnostics.h"
@@ -41,6 +42,7 @@ typedef struct {
     double epoch_sums[2];  /* this epoch so far: loss sum, correct count */
     double *steps;         /* (steps_per_epoch, STEP_COLS) this epoch's rows */
     int64_t shuffle_seed;  /* shuffles derive from (seed, epoch); nothing else draws numbers */
+    bn_blocks blocks;      /* BNMPI_BENCH_BN_BLOCKS, off unless set */
     diagnostics diag;      /* --diagnostics; its previous log's activation statistics are state */
     double diag_prev[2 * BN_MAX_HIDDEN + 1]; /* have_prev, prev_mean[], prev_var[] for the state list */
     state_list state;

@@ -151,6 +151,45 @@ def case_reduce():
     check("--overlap" in err and "--reduce mpi" in err, f"message: {err!r}")
 
 
+def case_bench_blocks():
+    """BNMPI_BENCH_BN_BLOCKS=K, the benchmark's sync-against-local timer: BN runs
+    local in even blocks of K steps and sync in odd ones, and rank 0 writes one
+    row per whole block after the first. The first block trains exactly as --bn
+    local; the next step, with sync statistics, does not. Bad settings are usage
+    errors that name the variable."""
+    K, n_steps = 8, 4096 // 64
+    csv_path = os.path.join(TMP, "blocks.csv")
+    env = dict(ENV, BNMPI_BENCH_BN_BLOCKS=str(K), BNMPI_BENCH_BN_CSV=csv_path)
+    path = os.path.join(TMP, "blocks.h5")
+    cmd = [ARGS.mpiexec, "--oversubscribe", "-np", "2", ARGS.bnmpi, *QUICK, "--bn", "sync", "--metrics", path]
+    p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+    check(p.returncode == 0, f"{' '.join(cmd)}: exit {p.returncode}: {p.stderr}")
+    check("BNMPI_BENCH_BN_BLOCKS=8" in p.stderr and "timing only" in p.stderr, f"no notice: {p.stderr!r}")
+    with open(csv_path) as f:
+        lines = f.read().split()
+    check(lines[0] == "epoch,first_step,steps,bn,seconds", f"header {lines[0]!r}")
+    rows = [ln.split(",") for ln in lines[1:]]
+    firsts = [int(r[1]) for r in rows]
+    check(firsts == list(range(K, n_steps, K)), f"blocks start at {firsts}")
+    for r in rows:
+        check(r[0] == "1" and r[2] == str(K) and float(r[4]) > 0, f"row {r}")
+        check(r[3] == ("sync" if int(r[1]) // K % 2 else "local"), f"block {r[1]} is {r[3]}")
+    mixed, local = steps(path), steps(train(2, "plain-local", "--bn", "local"))
+    check(mixed[:K].tobytes() == local[:K].tobytes(), "the first (local) block differs from --bn local")
+    check(mixed["loss"][K] != local["loss"][K], "the first sync step computes what local computes")
+    for value, csv_value, flags, want in (("0", csv_path, ["--bn", "sync"], "BNMPI_BENCH_BN_BLOCKS=0"),
+                                          ("8", csv_path, ["--bn", "local"], "needs --bn sync"),
+                                          ("8", "", ["--bn", "sync"], "BNMPI_BENCH_BN_CSV"),
+                                          ("8", os.path.join(TMP, "no", "such", "dir.csv"), ["--bn", "sync"],
+                                           "no/such/dir.csv")):
+        env = dict(ENV, BNMPI_BENCH_BN_BLOCKS=value, BNMPI_BENCH_BN_CSV=csv_value)
+        p = subprocess.run([ARGS.mpiexec, "--oversubscribe", "-np", "2", ARGS.bnmpi, *QUICK, *flags, "--metrics",
+                            os.path.join(TMP, "bad.h5"), "--force"], env=env, capture_output=True, text=True,
+                           timeout=120)
+        check(p.returncode == 2 and want in p.stderr, f"BNMPI_BENCH_BN_BLOCKS={value} BNMPI_BENCH_BN_CSV="
+              f"{csv_value!r} {flags}: exit {p.returncode}, stderr {p.stderr!r}")
+
+
 def case_local_equals_sync_np1():
     """At one rank, local and sync BN are the same computation, bit for bit."""
     a, b = train(1, "local", "--bn", "local"), train(1, "sync", "--bn", "sync")

@@ -17,9 +17,10 @@
  * "reduce_scatter_allgather_f32" (what a sharded optimizer would call).
  * kind "update" (np > 1, one node): the gradient sum plus Adam, op
  * "allreduce_adam" (--reduce mpi) and "node_shared_adam" (--reduce node).
- * kind "bncomm" (np > 1): sync BN's collectives, op "moments_userop" (the
- * forward merge as src/comm.c does it), "moments_sum" (the same bytes with
- * MPI_SUM), "backward_sum" (the backward sums).
+ * kind "bncomm" (np > 1): sync BN's collectives, op "moments_sum" (the
+ * forward sums, as src/batchnorm.c sends them), "backward_sum" (the backward
+ * sums) and, for comparison, "moments_userop" (the same moments merged by an
+ * MPI user op, as bnmpi did before and comm_merge_moments still does).
  * Plus a "# core <OpenBLAS core name>" comment line first.
  *
  * Usage: mpirun -np P bnmpi-bound [--batches 16,32,64,256] [--threads 1]
@@ -350,11 +351,11 @@ static void bench_update(size_t n, int threads, double budget) {
     free(t1), free(t2), free(p), free(g), free(m), free(v);
 }
 
-/* Sync BN's two collectives per BN layer and step (src/comm.c): the forward
- * moments merge, an MPI_Allreduce of one record of 1 + 2c doubles with a user
- * operation (Chan's formula), and the backward MPI_Allreduce of 2c doubles
- * (sum dy, sum dy*xhat). For comparison, the same moments record summed with
- * the built-in MPI_SUM (what a shifted-sums formulation would send). */
+/* Sync BN's two collectives per BN layer and step (src/batchnorm.c): the
+ * forward MPI_Allreduce of 2c doubles (sum x, sum x^2) and the backward one of
+ * 2c doubles (sum dy, sum dy*xhat), both MPI_SUM. For comparison, the moments
+ * as one record of 1 + 2c doubles (count, mean, m2) merged by a user operation
+ * (Chan's formula): what bnmpi's forward sent before, 3x slower here. */
 static int merge_c;
 static void merge_op(void *in, void *inout, int *len, MPI_Datatype *type) {
     (void)type;
@@ -387,7 +388,7 @@ static void moments_userop(void *buf) {
 }
 static void moments_sum(void *buf) {
     reset_moments(buf);
-    MPI_Allreduce(MPI_IN_PLACE, buf, 1 + 2 * bn_c, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD);
+    MPI_Allreduce(MPI_IN_PLACE, buf + 1, 2 * bn_c, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD);
 }
 static void backward_sums(void *buf) {
     MPI_Allreduce(MPI_IN_PLACE, buf, 2 * bn_c, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD);
@@ -401,7 +402,7 @@ static void bench_bncomm(int c, int threads, double budget) {
     double *buf = calloc((size_t)(1 + 2 * c), sizeof(double));
     if (!buf) die("out of memory");
     time_op("bncomm", "moments_userop", 1 + 2L * c, threads, budget, 0, (timed_op){NULL, moments_userop, buf});
-    time_op("bncomm", "moments_sum", 1 + 2L * c, threads, budget, 0, (timed_op){NULL, moments_sum, buf});
+    time_op("bncomm", "moments_sum", 2L * c, threads, budget, 0, (timed_op){NULL, moments_sum, buf});
     time_op("bncomm", "backward_sum", 2L * c, threads, budget, 0, (timed_op){NULL, backward_sums, buf});
     free(buf);
     MPI_Type_free(&moments_type);

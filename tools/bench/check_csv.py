@@ -3,7 +3,9 @@
 
 Checks that each file has its columns, that the bnmpi throughput rows cover
 np 1 and 2 in local and sync mode with positive samples/s, that the bound has
-positive GEMM and allreduce times, and that peak RSS was read for every rank.
+positive GEMM and allreduce times, that the interleaved sync/local run wrote
+both kinds of block and gave np=2 a ratio, and that peak RSS was read for every
+rank.
 Asserts nothing about speed. Exit 0 when all is well, 1 with the reasons.
 """
 import csv
@@ -16,9 +18,12 @@ EXPECTED = {
     "runs.csv": ["pass", "round", "impl", "variant", "np", "bn", "global_batch", "epoch", "samples_per_s",
                  "train_s"],
     "bound.csv": ["pass", "np", "global_batch", "local_batch", "gemm_s", "allreduce_s", "adam_s", "bound_sps",
-                  "bound_overlap_sps", "pct_bound_sync", "pct_bound_local"],
+                  "bound_overlap_sps", "pct_bound_sync", "pct_bound_local", "pct_bound_best_round_sync",
+                  "pct_bound_best_round_local"],
     "overhead.csv": ["pass", "np", "global_batch", "local_batch", "local_train_s", "sync_train_s",
-                     "sync_over_local_train", "comm_frac_time_sync"],
+                     "sync_over_local_train", "interleaved_sync_over_local", "interleaved_pairs",
+                     "comm_frac_time_sync"],
+    "blocks.csv": ["pass", "round", "global_batch", "block_steps", "epoch", "first_step", "bn", "seconds"],
     "memory.csv": ["np", "rank", "peak_rss_kib", "baseline_rss_kib", "peak_pss_kib", "baseline_pss_kib",
                    "node_peak_pss_kib", "node_baseline_pss_kib", "node_subset_pss_kib"],
     "ratios.csv": ["pass", "global_batch", "ratio", "value"],
@@ -73,12 +78,22 @@ def main():
         problems.append("bound.csv: no np=2 row")
     for r in bound:
         where = f"bound.csv np={r['np']} gb={r['global_batch']}"
-        for c in ("gemm_s", "adam_s", "bound_sps", "bound_overlap_sps", "pct_bound_sync", "pct_bound_local"):
+        for c in ("gemm_s", "adam_s", "bound_sps", "bound_overlap_sps", "pct_bound_sync", "pct_bound_local",
+                  "pct_bound_best_round_sync", "pct_bound_best_round_local"):
             positive(r, c, where)
         if r["np"] == "2":
             positive(r, "allreduce_s", where)
     for r in tables.get("overhead.csv", []):
-        positive(r, "sync_over_local_train", f"overhead.csv np={r['np']} gb={r['global_batch']}")
+        where = f"overhead.csv np={r['np']} gb={r['global_batch']}"
+        positive(r, "sync_over_local_train", where)
+        if r["np"] == "2":
+            positive(r, "interleaved_sync_over_local", where)
+    blocks = tables.get("blocks.csv", [])
+    for bn in ("local", "sync"):
+        if not any(b["bn"] == bn for b in blocks):
+            problems.append(f"blocks.csv: no {bn} block")
+    for b in blocks:
+        positive(b, "seconds", f"blocks.csv epoch {b['epoch']} step {b['first_step']}")
     mem = tables.get("memory.csv", [])
     for np_ in ("1", "2", "4"):
         rows = [r for r in mem if r["np"] == np_]
