@@ -20,7 +20,7 @@ set -euo pipefail
 
 readonly PACKAGES=(
     libopenmpi-dev openmpi-bin libopenblas-dev libhdf5-openmpi-dev hdf5-tools
-    libcmocka-dev pkg-config zlib1g-dev cmake make gcc npm
+    libcmocka-dev pkg-config zlib1g-dev libssl-dev cmake make gcc npm
     python3-h5py python3-numpy python3-matplotlib dataset-fashion-mnist
 )
 # The Python the tools are meant for: Debian's, which sees the python3-* packages
