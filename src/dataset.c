@@ -143,10 +143,22 @@ void dataset_free(dataset *d) {
     memset(d, 0, sizeof *d);
 }
 
+/* The rows are random 784-byte pieces of a 47 MB array, mostly not in cache:
+ * asking for row i + GATHER_AHEAD while converting row i took a 64-row gather
+ * from ~50 us to ~21 us (a stand-alone copy of this loop, one core). */
+enum { GATHER_AHEAD = 4 };
+
+static void prefetch_image(const idx_array *images, int32_t row) {
+    const uint8_t *src = images->data + (size_t)row * MNIST_PIXELS;
+    for (int o = 0; o < MNIST_PIXELS; o += 64) __builtin_prefetch(src + o, 0, 0);
+}
+
 void dataset_gather(float *x, uint8_t *y, const idx_array *images, const idx_array *labels, const int32_t *rows,
                     const int32_t *pos, int B) {
     const float scale = 1.0f / 255.0f;
+    for (int i = 0; i < GATHER_AHEAD && i < B; i++) prefetch_image(images, rows[pos ? pos[i] : i]);
     for (int i = 0; i < B; i++) {
+        if (i + GATHER_AHEAD < B) prefetch_image(images, rows[pos ? pos[i + GATHER_AHEAD] : i + GATHER_AHEAD]);
         const int32_t row = rows[pos ? pos[i] : i];
         const uint8_t *src = images->data + (size_t)row * MNIST_PIXELS;
         float *dst = x + (size_t)i * MNIST_PIXELS;
