@@ -15,15 +15,15 @@
 
 void state_add(state_list *s, const char *name, state_type type, void *data, int rows, int cols, state_place place) {
     if (s->n == STATE_MAX) bn_fatal("state list full at '%s'", name);
-    if (place != ST_SAME && type != ST_F32) bn_fatal("state '%s': per-rank and node-shared entries must be float", name);
+    if (place != ST_SAME && type != ST_F32)
+        bn_fatal("state '%s': per-rank and node-shared entries must be float", name);
     state_entry *e = &s->e[s->n++];
     snprintf(e->name, sizeof e->name, "%s", name);
     e->type = type;
     e->data = data;
     e->rows = rows;
     e->cols = cols;
-    e->per_rank = place == ST_PER_RANK;
-    e->node_shared = place == ST_NODE_SHARED;
+    e->place = place;
 }
 
 static size_t entry_count(const state_entry *e) { return (size_t)e->rows * e->cols; }
@@ -49,7 +49,7 @@ static int write_file(const char *tmp, const char *path, const state_list *s, vo
         char name[64];
         snprintf(name, sizeof name, "state/%s", en->name);
         hsize_t dims[3] = {(hsize_t)n_ranks, (hsize_t)en->rows, (hsize_t)en->cols};
-        hid_t space = en->per_rank ? H5Screate_simple(3, dims, NULL) : H5Screate_simple(2, dims + 1, NULL);
+        hid_t space = en->place == ST_PER_RANK ? H5Screate_simple(3, dims, NULL) : H5Screate_simple(2, dims + 1, NULL);
         hid_t d = H5Dcreate2(file, name, h5_type(en->type), space, lcpl, H5P_DEFAULT, H5P_DEFAULT);
         bad |= d < 0 || H5Dwrite(d, h5_type(en->type), H5S_ALL, H5S_ALL, H5P_DEFAULT, gathered[i]) < 0;
         if (d >= 0) H5Dclose(d);
@@ -72,7 +72,7 @@ int checkpoint_save(const char *path, const state_list *s, const bn_config *c, c
     for (int i = 0; i < s->n; i++) {
         const state_entry *en = &s->e[i];
         gathered[i] = en->data;
-        if (!en->per_rank) continue;
+        if (en->place != ST_PER_RANK) continue;
         if (rank == 0) owned[i] = gathered[i] = bn_calloc(entry_count(en) * (size_t)P, sizeof(float));
         comm_gather_f32(en->data, entry_count(en), gathered[i]);
     }
@@ -157,9 +157,9 @@ static int read_entry(hid_t file, const char *path, const state_entry *en, int s
     int nd = H5Sget_simple_extent_ndims(space);
     if (nd >= 1 && nd <= 3) H5Sget_simple_extent_dims(space, dims, NULL);
     H5Sclose(space);
-    int want_nd = en->per_rank ? 3 : 2;
+    int want_nd = en->place == ST_PER_RANK ? 3 : 2;
     hsize_t want[3] = {(hsize_t)saved_ranks, (hsize_t)en->rows, (hsize_t)en->cols};
-    const hsize_t *w = en->per_rank ? want : want + 1;
+    const hsize_t *w = en->place == ST_PER_RANK ? want : want + 1;
     int ok = nd == want_nd;
     for (int i = 0; ok && i < nd; i++) ok = dims[i] == w[i];
     if (!ok) {
@@ -180,7 +180,7 @@ int checkpoint_load(const char *path, const state_list *s, int saved_ranks, bn_e
     void *bufs[STATE_MAX] = {0};
     for (int i = 0; i < s->n; i++) {
         const state_entry *en = &s->e[i];
-        bufs[i] = en->per_rank ? bn_calloc(entry_count(en) * (size_t)saved_ranks, sizeof(float)) : en->data;
+        bufs[i] = en->place == ST_PER_RANK ? bn_calloc(entry_count(en) * (size_t)saved_ranks, sizeof(float)) : en->data;
     }
     int status = BN_OK;
     if (rank == 0) {
@@ -193,16 +193,16 @@ int checkpoint_load(const char *path, const state_list *s, int saved_ranks, bn_e
     status = comm_share(status, e);
     for (int i = 0; i < s->n && status == BN_OK; i++) {
         const state_entry *en = &s->e[i];
-        const size_t n = entry_count(en) * (size_t)(en->per_rank ? saved_ranks : 1);
-        if (en->node_shared) comm_bcast_node_shared_f32(bufs[i], n);
+        const size_t n = entry_count(en) * (size_t)(en->place == ST_PER_RANK ? saved_ranks : 1);
+        if (en->place == ST_NODE_SHARED) comm_bcast_node_shared_f32(bufs[i], n);
         else if (en->type == ST_F32) comm_bcast_f32(bufs[i], n, 0);
         else if (en->type == ST_F64) comm_bcast_f64(bufs[i], n, 0);
         else comm_bcast_i64(bufs[i], n, 0);
-        if (en->per_rank)
+        if (en->place == ST_PER_RANK)
             memcpy(en->data, (float *)bufs[i] + entry_count(en) * (size_t)(rank % saved_ranks),
                    entry_count(en) * sizeof(float));
     }
     for (int i = 0; i < s->n; i++)
-        if (s->e[i].per_rank) free(bufs[i]);
+        if (s->e[i].place == ST_PER_RANK) free(bufs[i]);
     return status;
 }

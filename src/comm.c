@@ -73,34 +73,36 @@ int comm_node_rank(void) {
     return r;
 }
 
-void *comm_node_shared_alloc(size_t bytes) {
+/* A node-shared window in which this rank provides `bytes` (total: what every
+ * node rank provides), kept until comm_exit. */
+static MPI_Win shared_window(size_t bytes, size_t total) {
     if (n_windows == MAX_WINDOWS) bn_fatal("too many shared windows");
-    const int root = comm_node_rank() == 0;
-    void *base = NULL;
     MPI_Win *w = &windows[n_windows++];
-    if (MPI_Win_allocate_shared(root ? (MPI_Aint)bytes : 0, 1, MPI_INFO_NULL, node_comm, &base, w) != MPI_SUCCESS)
-        bn_fatal("cannot allocate %zu bytes of node-shared memory", bytes);
+    void *mine;
+    if (MPI_Win_allocate_shared((MPI_Aint)bytes, 1, MPI_INFO_NULL, node_comm, &mine, w) != MPI_SUCCESS)
+        bn_fatal("cannot allocate %zu bytes of node-shared memory", total);
+    MPI_Win_lock_all(MPI_MODE_NOCHECK, *w); /* a passive epoch for the whole run: MPI_Win_sync needs one */
+    return *w;
+}
+
+/* The start of node rank q's part of a shared window. */
+static void *shared_part(MPI_Win w, int q) {
     MPI_Aint size;
     int disp;
-    MPI_Win_shared_query(*w, 0, &size, &disp, &base);
-    MPI_Win_lock_all(MPI_MODE_NOCHECK, *w); /* a passive epoch for the whole run: MPI_Win_sync needs one */
+    void *base;
+    MPI_Win_shared_query(w, q, &size, &disp, &base);
     return base;
 }
 
+void *comm_node_shared_alloc(size_t bytes) {
+    return shared_part(shared_window(comm_node_rank() == 0 ? bytes : 0, bytes), 0);
+}
+
 float *comm_node_shared_slots(size_t floats, float **slots) {
-    if (n_windows == MAX_WINDOWS) bn_fatal("too many shared windows");
-    MPI_Win *w = &windows[n_windows++];
-    float *mine = NULL;
-    if (MPI_Win_allocate_shared((MPI_Aint)(floats * sizeof(float)), sizeof(float), MPI_INFO_NULL, node_comm, &mine,
-                                w) != MPI_SUCCESS)
-        bn_fatal("cannot allocate %zu bytes of node-shared memory", floats * sizeof(float));
-    for (int q = 0; q < comm_node_size(); q++) {
-        MPI_Aint size;
-        int disp;
-        MPI_Win_shared_query(*w, q, &size, &disp, &slots[q]);
-    }
-    MPI_Win_lock_all(MPI_MODE_NOCHECK, *w);
-    return mine;
+    const size_t bytes = floats * sizeof(float);
+    MPI_Win w = shared_window(bytes, bytes * (size_t)comm_node_size());
+    for (int q = 0; q < comm_node_size(); q++) slots[q] = shared_part(w, q);
+    return slots[comm_node_rank()];
 }
 
 void comm_node_fence(int timer) {

@@ -32,8 +32,7 @@ typedef struct {
     state_type type;
     void *data;
     int rows, cols;  /* this rank's shape */
-    int per_rank;    /* ST_PER_RANK (F32 only): differs between ranks */
-    int node_shared; /* ST_NODE_SHARED (F32 only) */
+    state_place place; /* ST_PER_RANK and ST_NODE_SHARED: F32 only */
 } state_entry;
 
 typedef struct {
