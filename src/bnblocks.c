@@ -3,6 +3,7 @@
 #include "bnmpi/bnblocks.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -22,6 +23,9 @@ int bn_blocks_init(bn_blocks *b, const bn_config *c, int rank, bn_err *e) {
         b->csv = fopen(path, "w");
         if (!b->csv) return bn_fail(e, "BNMPI_BENCH_BN_CSV=%s: cannot write: %s", path, strerror(errno));
         fprintf(b->csv, "epoch,first_step,steps,bn,seconds\n");
+        fprintf(stderr, "bnmpi: BNMPI_BENCH_BN_BLOCKS=%ld: BN alternates local and sync every %ld steps, for timing "
+                        "only; block times go to %s\n",
+                steps, steps, path);
     }
     return BN_OK;
 }

@@ -176,10 +176,6 @@ int main(int argc, char **argv) {
     t.shuffle_seed = c->seed;
     diag_init(&t.diag, c->diagnostics, t.model.n_params);
     check(bn_blocks_init(&t.blocks, c, t.rank, &e), &e, EXIT_USAGE);
-    if (t.blocks.steps && t.rank == 0)
-        fprintf(stderr, "bnmpi: BNMPI_BENCH_BN_BLOCKS=%d: BN alternates local and sync every %d steps, for timing "
-                        "only; block times go to %s\n",
-                t.blocks.steps, t.blocks.steps, getenv("BNMPI_BENCH_BN_CSV"));
     train_list_state(&t);
 
     if (c->resume[0]) {

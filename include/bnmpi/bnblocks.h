@@ -26,7 +26,8 @@ typedef struct {
     double t0;
 } bn_blocks;
 
-/* Reads the environment; errors name the variable. */
+/* Reads the environment; errors name the variable. When on, rank 0 opens the
+ * CSV and says on stderr that the run is for timing only. */
 int bn_blocks_init(bn_blocks *b, const bn_config *c, int rank, bn_err *e);
 /* At the start of step s (from 0) of an epoch (from 1) and, with s = steps_per_epoch, after
  * its last step: closes a whole block and sets the BN layers' mode for the next. */
