@@ -282,6 +282,13 @@ class Runner:
             args += ["--data", self.a.data]
         return args
 
+    def bnmpi_cmd(self, np_, bn, G, mca=()):
+        """The mpirun command of one measured bnmpi run, and the metrics file it writes."""
+        self.counter += 1
+        path = os.path.join(self.tmp, f"run{self.counter}.h5")
+        return self.mpirun(np_, mca) + [self.a.bnmpi] + self.bnmpi_args(G, bn, self.a.epochs) + \
+            ["--metrics", path, "--force"], path
+
     def steps_per_epoch(self, G):
         return (min(N_TRAIN, self.a.train_limit) if self.a.train_limit else N_TRAIN) // G
 
@@ -291,11 +298,10 @@ class Runner:
         nonblocking allreduce (libnbc's default for it takes twice the blocking
         MPI_Allreduce here: bnmpi-bound's iallreduce_wait_f32)."""
         import h5py
-        self.counter += 1
-        path = os.path.join(self.tmp, f"run{self.counter}.h5")
         mca = ("--mca", "coll_libnbc_iallreduce_algorithm", "1") if overlap else ()
-        cmd = self.mpirun(np_, mca) + [self.a.bnmpi] + self.bnmpi_args(G, bn, self.a.epochs) + \
-            ["--metrics", path, "--force"] + (["--reduce", "mpi", "--overlap", str(overlap)] if overlap is not None else [])
+        cmd, path = self.bnmpi_cmd(np_, bn, G, mca)
+        if overlap is not None:
+            cmd += ["--reduce", "mpi", "--overlap", str(overlap)]
         la = loadavg()
         busy = wait_idle(self.a.wait_idle) if self.a.wait_idle else cpu_busy(0.2)
         p = self.run(cmd, env, self.a.run_timeout, f"bnmpi np={np_} --bn {bn} --global-batch {G} --overlap {overlap}")
@@ -321,12 +327,10 @@ class Runner:
         steps (blocks of about 20 ms) inside one run and rank 0 times each block, so
         that sync and local are compared under the same machine conditions."""
         K = max(1, min(1280 // G, self.steps_per_epoch(G) // 6))
-        self.counter += 1
-        path = os.path.join(self.tmp, f"run{self.counter}.h5")
+        cmd, path = self.bnmpi_cmd(2, "sync", G)
         csv_path = os.path.join(self.tmp, "blocks.csv")
-        cmd = self.mpirun(2) + [self.a.bnmpi] + self.bnmpi_args(G, "sync", self.a.epochs) + \
-            ["--metrics", path, "--force"]
-        wait_idle(self.a.wait_idle) if self.a.wait_idle else None
+        if self.a.wait_idle:
+            wait_idle(self.a.wait_idle)
         p = self.run(cmd, dict(env, BNMPI_BENCH_BN_BLOCKS=str(K), BNMPI_BENCH_BN_CSV=csv_path),
                      self.a.run_timeout, f"bnmpi np=2 interleaved local/sync blocks, global batch {G}")
         if p is None:
