@@ -27,14 +27,16 @@ ENV = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIR
 QUICK = ["--epochs", "1", "--train-limit", "4096", "--global-batch", "64", "--quiet"]
 
 
-def run(np_, *flags, expect=0, timeout=120):
-    """Runs bnmpi on np_ ranks; returns (returncode, stdout, stderr, seconds)."""
+def run(np_, *flags, expect=0, timeout=120, env=None):
+    """Runs bnmpi on np_ ranks, with ENV plus env (test hooks); returns (returncode,
+    stdout, stderr, seconds)."""
     cmd = [ARGS.mpiexec, "--oversubscribe", "-np", str(np_), ARGS.bnmpi, *flags]
     t0 = time.monotonic()
-    p = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=timeout)
+    p = subprocess.run(cmd, env=dict(ENV, **(env or {})), capture_output=True, text=True, timeout=timeout)
     took = time.monotonic() - t0
     if expect is not None and p.returncode != expect:
-        sys.exit(f"FAIL: {' '.join(cmd)}\nexit {p.returncode}, expected {expect}\n"
+        hooks = " ".join(f"{k}={v!r}" for k, v in (env or {}).items())
+        sys.exit(f"FAIL: {hooks + ' ' if hooks else ''}{' '.join(cmd)}\nexit {p.returncode}, expected {expect}\n"
                  f"stdout:\n{p.stdout}\nstderr:\n{p.stderr}")
     return p.returncode, p.stdout, p.stderr, took
 
@@ -109,10 +111,8 @@ def case_overlap():
     full = os.path.join(TMP, "ovl-full.h5")
     run(2, *CKPT, *ovl, "--metrics", full)
     part, ck = os.path.join(TMP, "ovl-part.h5"), os.path.join(TMP, "ovl.ckpt")
-    env = dict(ENV, BNMPI_SIGNAL_RANK="1", BNMPI_SIGNAL_STEP="70")
-    p = subprocess.run([ARGS.mpiexec, "--oversubscribe", "-np", "2", ARGS.bnmpi, *CKPT, *ovl, "--metrics", part,
-                        "--checkpoint", ck], env=env, capture_output=True, text=True, timeout=120)
-    check(p.returncode == 75, f"signal with --overlap: exit {p.returncode}, expected 75: {p.stderr!r}")
+    run(2, *CKPT, *ovl, "--metrics", part, "--checkpoint", ck, expect=75,
+        env={"BNMPI_SIGNAL_RANK": "1", "BNMPI_SIGNAL_STEP": "70"})
     check(load_checkpoint(ck) == [2, 7, 71], f"stopped after the next step, at {load_checkpoint(ck)}")
     run(2, "--resume", ck, "--quiet")
     same_metrics(full, part, "--overlap 4 resumed after a signal")
@@ -128,17 +128,13 @@ def case_reduce():
     for opt in (["--optimizer", "adam"], ["--optimizer", "sgd", "--momentum", "0.9", "--weight-decay", "0.01"]):
         ref = steps(train(4, "mpi-" + opt[1], "--reduce", "mpi", *opt))["loss"]
         for node_size in (None, "2", "1"):
-            env = dict(ENV, BNMPI_TEST_NODE_SIZE=node_size) if node_size else ENV
             path = os.path.join(TMP, f"node{node_size}-{opt[1]}.h5")
-            cmd = [ARGS.mpiexec, "--oversubscribe", "-np", "4", ARGS.bnmpi, *QUICK, "--metrics", path, "--force",
-                   "--reduce", "node", *opt]
-            cmd.remove("--quiet")
-            p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
-            check(p.returncode == 0, f"{' '.join(cmd)}: exit {p.returncode}: {p.stderr}")
+            _, out, _, _ = run(4, *QUICK[:-1], "--metrics", path, "--force", "--reduce", "node", *opt,
+                               env={"BNMPI_TEST_NODE_SIZE": node_size} if node_size else None)
             per_node = {None: 4, "2": 2, "1": 1}[node_size]
             want = f"gradients: summed in node-shared memory by {per_node} rank"
-            check(want in p.stdout, f"header lacks {want!r}: {p.stdout[:400]!r}")
-            check((per_node < 4) == ("across nodes" in p.stdout), f"cross-node note wrong: {p.stdout[:400]!r}")
+            check(want in out, f"header lacks {want!r}: {out[:400]!r}")
+            check((per_node < 4) == ("across nodes" in out), f"cross-node note wrong: {out[:400]!r}")
             rel = np.max(np.abs(steps(path)["loss"] - ref) / np.abs(ref))
             print(f"{opt[1]}, {per_node} ranks per node: max relative step-loss difference to mpi: {rel:.2e}")
             check(rel <= 1e-4, f"--reduce node ({per_node} per node, {opt[1]}) differs from mpi by {rel:.2e}")
@@ -159,12 +155,10 @@ def case_bench_blocks():
     errors that name the variable."""
     K, n_steps = 8, 4096 // 64
     csv_path = os.path.join(TMP, "blocks.csv")
-    env = dict(ENV, BNMPI_BENCH_BN_BLOCKS=str(K), BNMPI_BENCH_BN_CSV=csv_path)
     path = os.path.join(TMP, "blocks.h5")
-    cmd = [ARGS.mpiexec, "--oversubscribe", "-np", "2", ARGS.bnmpi, *QUICK, "--bn", "sync", "--metrics", path]
-    p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
-    check(p.returncode == 0, f"{' '.join(cmd)}: exit {p.returncode}: {p.stderr}")
-    check("BNMPI_BENCH_BN_BLOCKS=8" in p.stderr and "timing only" in p.stderr, f"no notice: {p.stderr!r}")
+    _, _, err, _ = run(2, *QUICK, "--bn", "sync", "--metrics", path,
+                       env={"BNMPI_BENCH_BN_BLOCKS": str(K), "BNMPI_BENCH_BN_CSV": csv_path})
+    check("BNMPI_BENCH_BN_BLOCKS=8" in err and "timing only" in err, f"no notice: {err!r}")
     with open(csv_path) as f:
         lines = f.read().split()
     check(lines[0] == "epoch,first_step,steps,bn,seconds", f"header {lines[0]!r}")
@@ -182,12 +176,10 @@ def case_bench_blocks():
                                           ("8", "", ["--bn", "sync"], "BNMPI_BENCH_BN_CSV"),
                                           ("8", os.path.join(TMP, "no", "such", "dir.csv"), ["--bn", "sync"],
                                            "no/such/dir.csv")):
-        env = dict(ENV, BNMPI_BENCH_BN_BLOCKS=value, BNMPI_BENCH_BN_CSV=csv_value)
-        p = subprocess.run([ARGS.mpiexec, "--oversubscribe", "-np", "2", ARGS.bnmpi, *QUICK, *flags, "--metrics",
-                            os.path.join(TMP, "bad.h5"), "--force"], env=env, capture_output=True, text=True,
-                           timeout=120)
-        check(p.returncode == 2 and want in p.stderr, f"BNMPI_BENCH_BN_BLOCKS={value} BNMPI_BENCH_BN_CSV="
-              f"{csv_value!r} {flags}: exit {p.returncode}, stderr {p.stderr!r}")
+        _, _, err, _ = run(2, *QUICK, *flags, "--metrics", os.path.join(TMP, "bad.h5"), "--force", expect=2,
+                           env={"BNMPI_BENCH_BN_BLOCKS": value, "BNMPI_BENCH_BN_CSV": csv_value})
+        check(want in err, f"BNMPI_BENCH_BN_BLOCKS={value} BNMPI_BENCH_BN_CSV={csv_value!r} {flags}: "
+              f"stderr {err!r}")
 
 
 def case_local_equals_sync_np1():
