@@ -296,17 +296,18 @@ static void bench_update(size_t n, int threads, double budget) {
     int P, r;
     MPI_Comm_size(node, &P);
     MPI_Comm_rank(node, &r);
-    if (P != nranks) { /* the shared half needs every rank on this node */
+    enum { MAX_SLOTS = 64 };
+    if (P != nranks || P > MAX_SLOTS) { /* the shared half needs every rank on this node, at most MAX_SLOTS */
         MPI_Comm_free(&node);
         return;
     }
     unsigned seed = 5u + (unsigned)rank;
     float *p = floats(n, &seed), *g = floats(n, &seed), *m = floats(n, &seed), *v = floats(n, &seed);
     for (size_t i = 0; i < n; i++) v[i] = fabsf(v[i]);
-    float *mine, *slot[64];
+    float *mine, *slot[MAX_SLOTS];
     MPI_Win win;
     MPI_Win_allocate_shared((MPI_Aint)(n * sizeof(float)), sizeof(float), MPI_INFO_NULL, node, &mine, &win);
-    for (int q = 0; q < P && q < 64; q++) {
+    for (int q = 0; q < P; q++) {
         MPI_Aint size;
         int disp;
         MPI_Win_shared_query(win, q, &size, &disp, &slot[q]);
