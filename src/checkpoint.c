@@ -3,15 +3,13 @@
 #include "bnmpi/checkpoint.h"
 
 #include <errno.h>
-#include <fcntl.h>
-#include <libgen.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <unistd.h>
 
 #include "bnmpi/comm.h"
+#include "bnmpi/h5image.h"
 
 void state_add(state_list *s, const char *name, state_type type, void *data, int rows, int cols, state_place place) {
     if (s->n == STATE_MAX) bn_fatal("state list full at '%s'", name);
@@ -32,13 +30,14 @@ static hid_t h5_type(state_type t) {
     return t == ST_F32 ? H5T_NATIVE_FLOAT : t == ST_F64 ? H5T_NATIVE_DOUBLE : H5T_NATIVE_INT64;
 }
 
-/* Rank 0: writes the whole file at tmp. gathered[i] holds entry i's data
- * (all ranks' rows for per-rank entries). */
-static int write_file(const char *tmp, const char *path, const state_list *s, void **gathered, int n_ranks,
-                      const bn_config *c, const run_facts *f, bn_err *e) {
-    H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
-    hid_t file = H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
-    if (file < 0) return bn_fail(e, "--checkpoint %s: cannot create %s", path, tmp);
+/* Rank 0: builds the whole file in memory and writes it atomically to path.
+ * gathered[i] holds entry i's data (all ranks' rows for per-rank entries). */
+static int write_file(const char *path, const state_list *s, void **gathered, int n_ranks, const bn_config *c,
+                      const run_facts *f, bn_err *e) {
+    char what[BN_PATH + 16];
+    snprintf(what, sizeof what, "--checkpoint %s", path);
+    hid_t file = h5image_create();
+    if (file < 0) return bn_fail(e, "%s: cannot create an HDF5 file in memory", what);
     int bad = h5_attr_string(file, "format", CHECKPOINT_FORMAT) < 0;
     bad |= h5_attr_int(file, "format_version", CHECKPOINT_FORMAT_VERSION) < 0;
     if (!bad && h5config_write(file, "config", c, f, e) != BN_OK) bad = 1;
@@ -56,12 +55,7 @@ static int write_file(const char *tmp, const char *path, const state_list *s, vo
         H5Sclose(space);
     }
     H5Pclose(lcpl);
-    bad |= H5Fclose(file) < 0;
-    if (bad) {
-        unlink(tmp);
-        return bn_fail(e, "--checkpoint %s: writing %s failed", path, tmp);
-    }
-    return BN_OK;
+    return h5image_commit(file, bad, path, what, e);
 }
 
 int checkpoint_save(const char *path, const state_list *s, const bn_config *c, const run_facts *f, bn_err *e) {
@@ -78,10 +72,7 @@ int checkpoint_save(const char *path, const state_list *s, const bn_config *c, c
     }
     int status = BN_OK;
     if (rank == 0) {
-        char tmp[BN_PATH + 8];
-        snprintf(tmp, sizeof tmp, "%s.tmp", path);
-        status = write_file(tmp, path, s, gathered, P, c, f, e);
-        if (status == BN_OK) status = h5_replace_atomically(tmp, path, e);
+        status = write_file(path, s, gathered, P, c, f, e);
     }
     for (int i = 0; i < s->n; i++) free(owned[i]);
     bn_timers[T_IO] += bn_now() - t0;
@@ -123,23 +114,20 @@ static hid_t open_checkpoint(const char *path, bn_err *e) {
     return file;
 }
 
-int checkpoint_read_config(const char *path, bn_config *saved, char sha256[4][65], int *saved_ranks, bn_err *e) {
+int checkpoint_read_config(const char *path, bn_config *saved, saved_facts *f, bn_err *e) {
     int status = BN_OK;
     if (comm_rank() == 0) {
         hid_t file = open_checkpoint(path, e);
         if (file < 0) status = BN_ERR;
         else {
-            status = h5config_read(file, "config", path, saved, sha256, saved_ranks, e);
-            if (status == BN_OK && *saved_ranks < 1) status = bn_fail(e, "--resume %s: /config lacks n_ranks", path);
+            status = h5config_read(file, "config", path, saved, f, e);
+            if (status == BN_OK && f->n_ranks < 1) status = bn_fail(e, "--resume %s: /config lacks n_ranks", path);
             H5Fclose(file);
         }
     }
     if (comm_share(status, e) != BN_OK) return BN_ERR;
     comm_bcast_chars((char *)saved, sizeof *saved, 0);
-    comm_bcast_chars(&sha256[0][0], 4 * 65, 0);
-    int64_t n = *saved_ranks;
-    comm_bcast_i64(&n, 1, 0);
-    *saved_ranks = saved->n_ranks = (int)n;
+    comm_bcast_chars((char *)f, sizeof *f, 0);
     return BN_OK;
 }
 

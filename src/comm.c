@@ -19,6 +19,26 @@ enum { MAX_WINDOWS = 16 };
 static MPI_Win windows[MAX_WINDOWS];
 static int n_windows;
 
+/* The collective this rank is in, for the watchdog: set on entry, cleared on
+ * return. Written by the main thread only; read by the watchdog thread. */
+static const char *volatile waiting_op;
+static volatile int waiting_timer = -1;
+static const char *const timer_names[T_COUNT] = {"gradient sum", "BN statistics", "evaluation", "checkpoint or data I/O"};
+
+static void enter(const char *op, int timer) {
+    waiting_timer = timer;
+    waiting_op = op;
+}
+static void leave(void) { waiting_op = NULL; }
+
+void comm_waiting_text(char *out, size_t n) {
+    const char *op = waiting_op;
+    const int timer = waiting_timer;
+    if (!op) snprintf(out, n, "computing (in no collective)");
+    else if (timer >= 0 && timer < T_COUNT) snprintf(out, n, "%s (%s)", op, timer_names[timer]);
+    else snprintf(out, n, "%s", op);
+}
+
 _Noreturn void comm_fail(const char *msg) {
     fprintf(stderr, "bnmpi: %s\n", msg);
     fflush(stderr);
@@ -106,11 +126,13 @@ float *comm_node_shared_slots(size_t floats, float **slots) {
 }
 
 void comm_node_fence(int timer) {
+    enter("MPI_Barrier of the node", timer);
     double t0 = bn_now();
     for (int i = 0; i < n_windows; i++) MPI_Win_sync(windows[i]);
     MPI_Barrier(node_comm);
     for (int i = 0; i < n_windows; i++) MPI_Win_sync(windows[i]);
     if (timer >= 0) bn_timers[timer] += bn_now() - t0;
+    leave();
 }
 
 int comm_nodes_uniform(void) {
@@ -124,9 +146,11 @@ void comm_cross_sum_f32(float *buf, size_t n, int timer) {
     int size;
     MPI_Comm_size(cross_comm, &size);
     if (size == 1) return;
+    enter("MPI_Allreduce across nodes", timer);
     double t0 = bn_now();
     MPI_Allreduce(MPI_IN_PLACE, buf, count_or_die(n), MPI_FLOAT, MPI_SUM, cross_comm);
     bn_timers[timer] += bn_now() - t0;
+    leave();
 }
 
 void comm_bcast_node_shared_f32(float *buf, size_t n) {
@@ -141,9 +165,11 @@ void comm_node_bcast_chars(char *buf, size_t n) { MPI_Bcast(buf, count_or_die(n)
 /* Rank 0 of comm's status, and its message on failure, on every rank. */
 static int share_on(MPI_Comm comm, int status, bn_err *e) {
     int st = status;
+    enter("MPI_Bcast of a status", -1);
     MPI_Bcast(&st, 1, MPI_INT, 0, comm);
+    if (st != BN_OK) MPI_Bcast(e->msg, BN_ERRLEN, MPI_CHAR, 0, comm);
+    leave();
     if (st == BN_OK) return BN_OK;
-    MPI_Bcast(e->msg, BN_ERRLEN, MPI_CHAR, 0, comm);
     e->msg[BN_ERRLEN - 1] = '\0';
     return BN_ERR;
 }
@@ -165,15 +191,19 @@ static MPI_Comm group_comm(comm_group g) { return g == COMM_BN_GROUP ? bn_comm :
 
 
 void comm_allreduce_sum_f32(float *buf, size_t n, comm_group g, int timer) {
+    enter("MPI_Allreduce", timer);
     double t0 = bn_now();
     MPI_Allreduce(MPI_IN_PLACE, buf, count_or_die(n), MPI_FLOAT, MPI_SUM, group_comm(g));
     bn_timers[timer] += bn_now() - t0;
+    leave();
 }
 
 void comm_allreduce_sum_f64(double *buf, size_t n, comm_group g, int timer) {
+    enter("MPI_Allreduce", timer);
     double t0 = bn_now();
     MPI_Allreduce(MPI_IN_PLACE, buf, count_or_die(n), MPI_DOUBLE, MPI_SUM, group_comm(g));
     bn_timers[timer] += bn_now() - t0;
+    leave();
 }
 
 static MPI_Request pending[COMM_MAX_PENDING];
@@ -194,10 +224,12 @@ void comm_isum_progress(int timer) {
 }
 
 void comm_isum_wait(int timer) {
+    enter("MPI_Waitall of the nonblocking sums", timer);
     double t0 = bn_now();
     MPI_Waitall(n_pending, pending, MPI_STATUSES_IGNORE);
     n_pending = 0;
     bn_timers[timer] += bn_now() - t0;
+    leave();
 }
 
 double comm_max_f64(double x) {
@@ -206,23 +238,33 @@ double comm_max_f64(double x) {
 }
 
 void comm_bcast_f32(float *buf, size_t n, int root) {
+    enter("MPI_Bcast", -1);
     MPI_Bcast(buf, count_or_die(n), MPI_FLOAT, root, MPI_COMM_WORLD);
+    leave();
 }
 
 void comm_bcast_chars(char *buf, size_t n, int root) {
+    enter("MPI_Bcast", -1);
     MPI_Bcast(buf, count_or_die(n), MPI_CHAR, root, MPI_COMM_WORLD);
+    leave();
 }
 
 void comm_bcast_f64(double *buf, size_t n, int root) {
+    enter("MPI_Bcast", -1);
     MPI_Bcast(buf, count_or_die(n), MPI_DOUBLE, root, MPI_COMM_WORLD);
+    leave();
 }
 
 void comm_bcast_i64(int64_t *buf, size_t n, int root) {
+    enter("MPI_Bcast", -1);
     MPI_Bcast(buf, count_or_die(n), MPI_INT64_T, root, MPI_COMM_WORLD);
+    leave();
 }
 
 void comm_gather_f32(const float *send, size_t n, float *recv) {
+    enter("MPI_Gather", T_IO);
     MPI_Gather(send, count_or_die(n), MPI_FLOAT, recv, count_or_die(n), MPI_FLOAT, 0, MPI_COMM_WORLD);
+    leave();
 }
 
 /* MPI user op: inout <- merge(in, inout) for `len` records of 1 + 2c doubles.
@@ -267,7 +309,9 @@ void comm_merge_moments(double *stats, int c, comm_group g) {
 
 int comm_agree(int status, bn_err *e) {
     int first_bad = status == BN_OK ? world_size : world_rank;
+    enter("MPI_Allreduce of a status", -1);
     MPI_Allreduce(MPI_IN_PLACE, &first_bad, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD);
+    leave();
     if (first_bad == world_size) return BN_OK;
     int n_bad = status == BN_OK ? 0 : 1;
     MPI_Allreduce(MPI_IN_PLACE, &n_bad, 1, MPI_INT, MPI_SUM, MPI_COMM_WORLD);

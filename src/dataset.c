@@ -76,7 +76,7 @@ static int read_headers(dataset *d, char path[4][BN_PATH], idx_array *arrays[4],
     }
     for (int i = 0; i < 4; i += 2) {
         const idx_array *im = arrays[i], *lb = arrays[i + 1];
-        if (im->rows * im->cols != MNIST_PIXELS)
+        if (im->rows != MNIST_SIDE || im->cols != MNIST_SIDE) /* each may be up to 2^31: no product */
             return bn_fail(e, "%s: images are %dx%d, expected 28x28", path[i], im->rows, im->cols);
         if (im->count != lb->count)
             return bn_fail(e, "%s holds %d labels but %s holds %d images", path[i + 1], lb->count, path[i],
@@ -115,6 +115,10 @@ int dataset_load(dataset *d, const bn_config *c, bn_err *e) {
     d->n_val = (int)lround(c->val_fraction * total);
     d->n_train = total - d->n_val;
     if (d->n_train < 1) return bn_fail(e, "--val-fraction %g leaves no training samples", c->val_fraction);
+    if (d->n_val < 1)
+        return bn_fail(e, "--val-fraction %g leaves no validation samples, so every validation metric would be NaN; "
+                          "use at least %.2g (one of the %d training images)",
+                       c->val_fraction, 1.0 / total, total);
     int32_t *perm = bn_calloc((size_t)total, sizeof(int32_t));
     for (int i = 0; i < total; i++) perm[i] = i;
     bn_rng r;

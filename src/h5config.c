@@ -2,30 +2,22 @@
 #define _GNU_SOURCE
 #include "bnmpi/h5config.h"
 
-#include <errno.h>
-#include <fcntl.h>
-#include <libgen.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
+#include <time.h>
 #include <unistd.h>
 
-static int fsync_path(const char *path, int directory) {
-    int fd = open(path, directory ? O_RDONLY | O_DIRECTORY : O_RDONLY);
-    if (fd < 0) return -1;
-    int rc = fsync(fd);
-    close(fd);
-    return rc;
-}
-
-int h5_replace_atomically(const char *tmp, const char *path, bn_err *e) {
-    char dir[4096];
-    snprintf(dir, sizeof dir, "%s", path);
-    if (fsync_path(tmp, 0) != 0) return bn_fail(e, "%s: fsync of %s failed: %s", path, tmp, strerror(errno));
-    if (rename(tmp, path) != 0) return bn_fail(e, "%s: rename from %s failed: %s", path, tmp, strerror(errno));
-    if (fsync_path(dirname(dir), 1) != 0)
-        return bn_fail(e, "%s: fsync of its directory failed: %s", path, strerror(errno));
-    return BN_OK;
+void h5config_new_run_id(char out[RUN_ID_LEN + 1]) {
+    uint64_t words[2];
+    if (getrandom(words, sizeof words, 0) != (ssize_t)sizeof words) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        words[0] = (uint64_t)ts.tv_sec * 1000000007u ^ (uint64_t)ts.tv_nsec;
+        words[1] = (uint64_t)getpid() * 0x9E3779B97F4A7C15u ^ (uint64_t)clock();
+    }
+    snprintf(out, RUN_ID_LEN + 1, "%016llx%016llx", (unsigned long long)words[0], (unsigned long long)words[1]);
 }
 
 const char *const h5config_sha_names[4] = {"train_images_sha256", "train_labels_sha256", "test_images_sha256",
@@ -141,14 +133,14 @@ int h5config_write(hid_t loc, const char *name, const bn_config *c, const run_fa
     const char *job = getenv("SLURM_JOB_ID");
     if (job && job[0]) bad |= h5_attr_string(g, "slurm_job_id", job) < 0;
     for (int i = 0; i < 4; i++) bad |= h5_attr_string(g, h5config_sha_names[i], f->sha256[i]) < 0;
+    if (f->run_id && f->run_id[0]) bad |= h5_attr_string(g, "run_id", f->run_id) < 0;
     H5Gclose(g);
     return bad ? bn_fail(e, "cannot write the /%s attributes", name) : BN_OK;
 }
 
-int h5config_read(hid_t loc, const char *name, const char *path, bn_config *c, char sha256[4][65], int *n_ranks,
-                  bn_err *e) {
-    bn_err ignored;
-    options_parse(c, 0, NULL, 0, &ignored);
+int h5config_read(hid_t loc, const char *name, const char *path, bn_config *c, saved_facts *f, bn_err *e) {
+    options_defaults(c);
+    memset(f, 0, sizeof *f);
     if (H5Lexists(loc, name, H5P_DEFAULT) <= 0) return bn_fail(e, "%s: no /%s group", path, name);
     hid_t g = H5Gopen2(loc, name, H5P_DEFAULT);
     if (g < 0) return bn_fail(e, "%s: cannot open /%s", path, name);
@@ -165,10 +157,11 @@ int h5config_read(hid_t loc, const char *name, const char *path, bn_config *c, c
             status = bn_fail(e, "%s: /%s/%s = '%s' is not a valid value", path, name, aname, text);
     }
     for (int i = 0; i < 4 && status == BN_OK; i++)
-        if (h5_attr_read_string(g, h5config_sha_names[i], sha256[i], 65) < 0) sha256[i][0] = '\0';
+        if (h5_attr_read_string(g, h5config_sha_names[i], f->sha256[i], sizeof f->sha256[i]) < 0)
+            f->sha256[i][0] = '\0';
+    if (h5_attr_read_string(g, "run_id", f->run_id, sizeof f->run_id) < 0) f->run_id[0] = '\0';
     char text[32];
-    *n_ranks = 0;
-    if (status == BN_OK && attr_text(g, "n_ranks", OV_INT, text, sizeof text) == 0) *n_ranks = atoi(text);
+    if (status == BN_OK && attr_text(g, "n_ranks", OV_INT, text, sizeof text) == 0) c->n_ranks = f->n_ranks = atoi(text);
     H5Gclose(g);
     return status;
 }

@@ -257,6 +257,8 @@ static int read_file(const char *path, int expect_ndim, idx_array *out, uint8_t 
     uint8_t *data = NULL;
     int status = read_opened(&r, expect_ndim, dims, buf, buf_len, &data, header_only, e);
     gzclose(r.gz);
+    if (status != BN_OK || header_only)
+        sha256_free(&r.hash); /* no digest of a failed read or of a header */
     if (status != BN_OK) {
         if (data != buf)
             free(data);

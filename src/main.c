@@ -11,6 +11,8 @@
 #include <unistd.h>
 
 #include "bnmpi/comm.h"
+#include "bnmpi/outputs.h"
+#include "bnmpi/watchdog.h"
 #include "bnmpi/threads.h"
 #include "bnmpi/train.h"
 
@@ -96,14 +98,56 @@ static int file_exists(const char *path) {
     return stat(path, &st) == 0;
 }
 
-/* --resume: the checkpoint's configuration, with the command line's allowed
- * changes. Returns the rank count the checkpoint was written at. */
-static int merge_resume_config(bn_config *c, char saved_sha[4][65], bn_err *e) {
-    bn_config saved;
-    int saved_ranks = 0;
-    if (checkpoint_read_config(c->resume, &saved, saved_sha, &saved_ranks, e) != BN_OK) comm_exit(EXIT_RUNTIME, e->msg);
-    if (options_merge_resume(c, &saved, e) != BN_OK) comm_exit(EXIT_USAGE, e->msg);
-    return saved_ranks;
+/* Refuses a model whose buffers cannot fit this rank's share of the node's
+ * memory, before allocating them (the kernel would kill the job instead). */
+static void check_memory(const bn_config *c, int cap) {
+    const double need = (double)mlp_bytes(c, cap);
+    const double node = (double)sysconf(_SC_PHYS_PAGES) * (double)sysconf(_SC_PAGE_SIZE);
+    const double mine = node / comm_node_size();
+    if (node > 0 && need > 0.8 * mine)
+        fail_all(EXIT_USAGE,
+                 "--hidden %s: the model and its buffers need %.1f GB per rank, more than 80%% of this rank's "
+                 "share of the node's memory (%.1f GB of %.1f GB for %d ranks); choose smaller layers, --batch or "
+                 "--eval-batch",
+                 c->hidden, need / 1e9, mine / 1e9, node / 1e9, comm_node_size());
+}
+
+/* --resume: the checkpoint's configuration (into saved, with its facts),
+ * and c merged with it: the command line's allowed changes on top. */
+static void merge_resume_config(bn_config *c, bn_config *saved, saved_facts *sf, bn_err *e) {
+    if (checkpoint_read_config(c->resume, saved, sf, e) != BN_OK) comm_exit(EXIT_RUNTIME, e->msg);
+    if (options_merge_resume(c, saved, e) != BN_OK) comm_exit(EXIT_USAGE, e->msg);
+}
+
+/* Rank 0: the metrics file (created, or continued at --resume) and where
+ * checkpoints go, after checking that no two outputs are one file. Returns
+ * the exit code for a failure, 0 when all is well. */
+static int open_outputs(trainer *t, const bn_config *saved, const saved_facts *sf, bn_err *e) {
+    bn_config *c = &t->cfg;
+    if (c->checkpoint[0] && !c->resume[0] && file_exists(c->checkpoint) && !c->force) {
+        bn_fail(e, "--checkpoint %s: file exists; pass --resume %s to continue it, or --force to start over",
+                c->checkpoint, c->checkpoint);
+        return EXIT_RUNTIME;
+    }
+    const int reopen = c->resume[0] && c->metrics[0] && file_exists(c->metrics);
+    if (c->resume[0] && !reopen)
+        fprintf(stderr, "bnmpi: warning: the metrics file %s is gone; writing a new one\n", c->metrics);
+    if (!reopen && (!c->metrics[0] || c->resume[0]) &&
+        metrics_default_path(c, c->metrics, sizeof c->metrics, e) != BN_OK)
+        return EXIT_RUNTIME;
+    if (c->checkpoint[0]) snprintf(t->checkpoint, sizeof t->checkpoint, "%s", c->checkpoint);
+    else outputs_signal_checkpoint(c->metrics, t->checkpoint, sizeof t->checkpoint);
+    if (outputs_check_distinct(c->metrics, t->checkpoint, c->resume, e) != BN_OK) return EXIT_USAGE;
+    int status;
+    if (reopen) {
+        const metrics_resume_point at = {c->resume,       saved,    sf, (int)t->position[0] - 1,
+                                         t->position[2] - t->position[1], t->steps, (int)t->position[1]};
+        status = metrics_reopen(&t->metrics, c->metrics, &at, c, &t->facts, e);
+    } else {
+        status = metrics_create(&t->metrics, c->metrics, c->force, c, &t->facts, e);
+    }
+    if (status != BN_OK) metrics_close(&t->metrics);
+    return status == BN_OK ? 0 : EXIT_RUNTIME;
 }
 
 int main(int argc, char **argv) {
@@ -118,8 +162,12 @@ int main(int argc, char **argv) {
     parse_result pr = options_parse(c, argc, argv, t.rank == 0, &e);
     if (pr == PARSE_EXIT_OK) comm_exit(0, NULL);
     if (pr == PARSE_ERROR) comm_exit(EXIT_USAGE, e.msg);
-    char saved_sha[4][65] = {{0}};
-    int saved_ranks = c->resume[0] ? merge_resume_config(c, saved_sha, &e) : 0;
+    bn_config saved;
+    saved_facts sf;
+    memset(&saved, 0, sizeof saved);
+    memset(&sf, 0, sizeof sf);
+    if (c->resume[0]) merge_resume_config(c, &saved, &sf, &e);
+    const int saved_ranks = sf.n_ranks;
     const int saved_global_batch = c->global_batch;
     if (options_resolve(c, t.size, &e) != BN_OK) comm_exit(EXIT_USAGE, e.msg);
     if (c->resume[0] && c->global_batch != saved_global_batch)
@@ -128,6 +176,7 @@ int main(int argc, char **argv) {
                  "(or --batch %d)",
                  c->resume, c->global_batch, t.size, saved_global_batch, saved_global_batch,
                  saved_global_batch / t.size);
+    watchdog_start(c->watchdog); /* from here on, a rank that stops ends the job */
     check(comm_set_bn_group(c->bn == BN_NONE ? 1 : c->bn_group, &e), &e, EXIT_USAGE);
     const int uniform = comm_nodes_uniform(), fits = comm_node_size() <= GRADSYNC_MAX_NODE_RANKS;
     if (c->reduce == REDUCE_NODE && !uniform)
@@ -154,19 +203,30 @@ int main(int argc, char **argv) {
     const idx_array *files[4] = {&t.data.train_images, &t.data.train_labels, &t.data.test_images,
                                  &t.data.test_labels};
     for (int i = 0; i < 4 && c->resume[0]; i++)
-        if (saved_sha[i][0] && strcmp(saved_sha[i], files[i]->sha256) != 0)
+        if (sf.sha256[i][0] && strcmp(sf.sha256[i], files[i]->sha256) != 0)
             fail_all(EXIT_USAGE, "--resume %s: the data in %s differs from the checkpoint's (%s %.12s, expected %.12s)",
-                     c->resume, t.data.dir, h5config_sha_names[i], files[i]->sha256, saved_sha[i]);
+                     c->resume, t.data.dir, h5config_sha_names[i], files[i]->sha256, sf.sha256[i]);
 
     comm_library_version(t.mpi_lib, sizeof t.mpi_lib);
     comm_processor_name(t.host, sizeof t.host);
     time_t now = time(NULL);
     strftime(t.start_time, sizeof t.start_time, "%Y-%m-%dT%H:%M:%SZ", gmtime(&now));
-    t.facts = (run_facts){t.mpi_lib, t.host, t.start_time, {files[0]->sha256, files[1]->sha256, files[2]->sha256,
-                                                            files[3]->sha256}};
+    /* a resumed run keeps its id (a checkpoint older than run ids gets a new one) */
+    if (sf.run_id[0]) snprintf(t.run_id, sizeof t.run_id, "%s", sf.run_id);
+    else h5config_new_run_id(t.run_id);
+    comm_bcast_chars(t.run_id, sizeof t.run_id, 0);
+    t.facts = (run_facts){t.mpi_lib,
+                          t.host,
+                          t.start_time,
+                          {files[0]->sha256, files[1]->sha256, files[2]->sha256, files[3]->sha256},
+                          t.run_id};
 
-    /* the model, optimizer and sampler, then the state list over them */
-    const int cap = BN_MAX(c->batch, c->eval_batch);
+    /* the model, optimizer and sampler, then the state list over them; the
+     * forward buffers hold a training batch or an evaluation block, which is
+     * never more than a rank's share of the larger evaluation set */
+    const int share = (BN_MAX(t.data.n_val, t.data.n_test) + t.size - 1) / t.size;
+    const int cap = BN_MAX(c->batch, BN_MIN(c->eval_batch, share));
+    check_memory(c, cap);
     mlp_init(&t.model, c, cap);
     optim_init(&t.opt, c, t.model.n_params);
     if (c->reduce == REDUCE_NODE) gradsync_init(&t.gs, &t.model, &t.opt);
@@ -199,35 +259,14 @@ int main(int argc, char **argv) {
     }
 
     /* the metrics file and where checkpoints go; rank 0 decides and tells */
-    int status = BN_OK;
-    if (t.rank == 0) {
-        if (c->checkpoint[0] && !c->resume[0] && file_exists(c->checkpoint) && !c->force)
-            status = bn_fail(&e, "--checkpoint %s: file exists; pass --resume %s to continue it, or --force to "
-                                 "start over",
-                             c->checkpoint, c->checkpoint);
-        else if (c->resume[0] && c->metrics[0] && file_exists(c->metrics))
-            status = metrics_reopen(&t.metrics, c->metrics, (int)t.position[0] - 1, t.position[2] - t.position[1],
-                                    c, &t.facts, &e);
-        else {
-            if (c->resume[0])
-                fprintf(stderr, "bnmpi: warning: the metrics file %s is gone; writing a new one\n", c->metrics);
-            if (!c->metrics[0] || c->resume[0]) status = metrics_default_path(c, c->metrics, sizeof c->metrics, &e);
-            if (status == BN_OK) status = metrics_create(&t.metrics, c->metrics, c->force, c, &t.facts, &e);
-        }
-        if (status != BN_OK) metrics_close(&t.metrics);
-    }
-    if (comm_share(status, &e) != BN_OK) comm_exit(EXIT_RUNTIME, e.msg);
+    int64_t code = t.rank == 0 ? open_outputs(&t, &saved, &sf, &e) : 0;
+    comm_bcast_i64(&code, 1, 0);
+    if (comm_share(code ? BN_ERR : BN_OK, &e) != BN_OK) comm_exit((int)code, e.msg);
     comm_bcast_chars(c->metrics, sizeof c->metrics, 0);
-    /* a signal needs somewhere to save: beside the metrics file unless --checkpoint says */
-    if (c->checkpoint[0]) snprintf(t.checkpoint, sizeof t.checkpoint, "%s", c->checkpoint);
-    else {
-        size_t n = strlen(c->metrics);
-        int h5 = n > 3 && strcmp(c->metrics + n - 3, ".h5") == 0;
-        snprintf(t.checkpoint, sizeof t.checkpoint, "%.*s.ckpt.h5", (int)(h5 ? n - 3 : n), c->metrics);
-    }
+    comm_bcast_chars(t.checkpoint, sizeof t.checkpoint, 0);
     if (t.show) print_header(&t);
 
-    int code = train_run(&t);
+    code = train_run(&t);
     sampler_free(&t.samp);
     optim_free(&t.opt);
     mlp_free(&t.model);
@@ -235,5 +274,5 @@ int main(int argc, char **argv) {
     free(t.labels);
     free(t.steps);
     diag_free(&t.diag);
-    comm_exit(code, NULL);
+    comm_exit((int)code, NULL);
 }

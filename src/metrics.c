@@ -3,6 +3,8 @@
 #define _GNU_SOURCE
 #include "bnmpi/metrics.h"
 
+#include "bnmpi/h5image.h"
+
 #include <errno.h>
 #include <hdf5.h>
 #include <hdf5_hl.h>
@@ -126,7 +128,46 @@ static int read_table(hid_t f, const char *path, const char *name, size_t size, 
     return BN_OK;
 }
 
-int metrics_reopen(metrics_file *m, const char *path, int keep_epochs, long long keep_steps, const bn_config *c,
+/* Fails unless the file's /config (other, with its facts) and rows are those
+ * of the run the checkpoint r continues: the same run id (when both have
+ * one), the same computation and data, and every row the checkpoint needs. */
+static int check_same_run(const metrics_file *m, const bn_config *other, const saved_facts *of,
+                          const metrics_resume_point *r, bn_err *e) {
+    char why[BN_ERRLEN] = "";
+    bn_err diff;
+    if (options_same_computation(other, r->cfg, &diff) != BN_OK)
+        snprintf(why, sizeof why, "its /config has %.400s of the checkpoint", diff.msg);
+    for (int i = 0; i < 4 && !why[0]; i++)
+        if (of->sha256[i][0] && r->facts->sha256[i][0] && strcmp(of->sha256[i], r->facts->sha256[i]) != 0)
+            snprintf(why, sizeof why, "its %s differs from the checkpoint's", h5config_sha_names[i]);
+    if (!why[0] && of->run_id[0] && r->facts->run_id[0] && strcmp(of->run_id, r->facts->run_id) != 0)
+        snprintf(why, sizeof why, "the same configuration, but its run id is %.12s, the checkpoint's %.12s",
+                 of->run_id, r->facts->run_id);
+    if (!why[0] && (m->n_epochs < (size_t)r->epochs_done || m->n_steps < (size_t)r->steps_done))
+        snprintf(why, sizeof why, "it holds %zu epochs and %zu steps, the checkpoint needs %d and %lld",
+                 m->n_epochs, m->n_steps, r->epochs_done, r->steps_done);
+    for (size_t i = 0; i < (size_t)r->epochs_done && !why[0]; i++)
+        if (m->epochs[i].epoch != (int32_t)(i + 1))
+            snprintf(why, sizeof why, "its /epochs row %zu is epoch %d", i + 1, (int)m->epochs[i].epoch);
+    for (size_t i = 0; i < (size_t)r->steps_done && !why[0]; i++)
+        if (m->steps[i].step != (int64_t)(i + 1) || m->steps[i].epoch > r->epochs_done)
+            snprintf(why, sizeof why, "its /steps row %zu is step %lld of epoch %d", i + 1,
+                     (long long)m->steps[i].step, (int)m->steps[i].epoch);
+    /* rows past the checkpoint's epochs, where the file has them, are the checkpoint's own */
+    for (int i = 0; i < r->n_epoch_rows && !why[0] && (size_t)r->steps_done + (size_t)i < m->n_steps; i++) {
+        const step_row *have = &m->steps[r->steps_done + i];
+        const double *want = r->epoch_rows + (size_t)i * 5;
+        if (have->step != (int64_t)want[0] || have->epoch != (int32_t)want[1] || have->loss != want[2] ||
+            have->acc != want[3] || have->lr != want[4])
+            snprintf(why, sizeof why, "its step %lld differs from the checkpoint's", (long long)want[0]);
+    }
+    if (!why[0]) return BN_OK;
+    return bn_fail(e, "--metrics %s: not the metrics of the run in --resume %s (%s); it was left as it is; pass "
+                      "--metrics with a new path to write this run's metrics there",
+                   m->path, r->checkpoint, why);
+}
+
+int metrics_reopen(metrics_file *m, const char *path, const metrics_resume_point *r, const bn_config *c,
                    const run_facts *f, bn_err *e) {
     keep(m, path, c, f);
     H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
@@ -138,6 +179,9 @@ int metrics_reopen(metrics_file *m, const char *path, int keep_epochs, long long
     int status = strcmp(format, METRICS_FORMAT) == 0
                      ? BN_OK
                      : bn_fail(e, "--metrics %s: not a bnmpi metrics file (format \"%s\")", path, format);
+    bn_config other;
+    saved_facts of;
+    if (status == BN_OK) status = h5config_read(file, "config", path, &other, &of, e);
     void *epochs = NULL, *steps = NULL;
     if (status == BN_OK)
         status = read_table(file, path, "epochs", sizeof(epoch_row), epoch_offsets, epoch_sizes, &epochs,
@@ -156,7 +200,7 @@ int metrics_reopen(metrics_file *m, const char *path, int keep_epochs, long long
     m->diag_comm = dc;
     m->cap_diag_layers = m->n_diag_layers + 1;
     m->cap_diag_comm = m->n_diag_comm + 1;
-    if (status == BN_OK && H5Lexists(file, "config", H5P_DEFAULT) > 0) {
+    if (status == BN_OK) {
         hid_t g = H5Gopen2(file, "config", H5P_DEFAULT);
         if (g >= 0) {
             h5_attr_read_string(g, "start_time", m->start_time, sizeof m->start_time);
@@ -168,36 +212,44 @@ int metrics_reopen(metrics_file *m, const char *path, int keep_epochs, long long
     m->steps = steps;
     m->cap_epochs = m->n_epochs + 1;
     m->cap_steps = m->n_steps + 1;
-    if (status != BN_OK) return BN_ERR;
-    if (m->n_epochs < (size_t)keep_epochs || m->n_steps < (size_t)keep_steps)
-        return bn_fail(e, "--metrics %s: holds %zu epochs and %zu steps, the checkpoint needs %d and %lld (another "
-                          "run's file?)",
-                       path, m->n_epochs, m->n_steps, keep_epochs, keep_steps);
-    m->n_epochs = (size_t)keep_epochs;
-    m->n_steps = (size_t)keep_steps;
-    while (m->n_diag_layers && m->diag_layers[m->n_diag_layers - 1].step > keep_steps) m->n_diag_layers--;
-    while (m->n_diag_comm && m->diag_comm[m->n_diag_comm - 1].step > keep_steps) m->n_diag_comm--;
+    if (status != BN_OK || check_same_run(m, &other, &of, r, e) != BN_OK) return BN_ERR;
+    m->n_epochs = (size_t)r->epochs_done;
+    m->n_steps = (size_t)r->steps_done;
+    while (m->n_diag_layers && m->diag_layers[m->n_diag_layers - 1].step > r->steps_done) m->n_diag_layers--;
+    while (m->n_diag_comm && m->diag_comm[m->n_diag_comm - 1].step > r->steps_done) m->n_diag_comm--;
     return metrics_flush(m, e);
+}
+
+/* Copies n records field by field, padding zeroed: the tables are written
+ * with their in-memory layout, so a padding byte would reach the file. */
+static void copy_rows(void *dst, const void *src, size_t n, size_t size, int nfields, const size_t *offsets,
+                      const size_t *sizes) {
+    memset(dst, 0, n * size);
+    for (size_t r = 0; r < n; r++)
+        for (int i = 0; i < nfields; i++)
+            memcpy((char *)dst + r * size + offsets[i], (const char *)src + r * size + offsets[i], sizes[i]);
 }
 
 void metrics_add_steps(metrics_file *m, const step_row *steps, int n_steps) {
     m->steps = grow(m->steps, &m->cap_steps, m->n_steps + (size_t)n_steps, sizeof(step_row));
-    memcpy(m->steps + m->n_steps, steps, sizeof(step_row) * (size_t)n_steps);
+    copy_rows(m->steps + m->n_steps, steps, (size_t)n_steps, sizeof(step_row), STEP_FIELDS, step_offsets, step_sizes);
     m->n_steps += (size_t)n_steps;
 }
 
 void metrics_add_epoch(metrics_file *m, const epoch_row *row) {
     m->epochs = grow(m->epochs, &m->cap_epochs, m->n_epochs + 1, sizeof(epoch_row));
-    m->epochs[m->n_epochs++] = *row;
+    copy_rows(m->epochs + m->n_epochs++, row, 1, sizeof(epoch_row), EPOCH_FIELDS, epoch_offsets, epoch_sizes);
 }
 
 void metrics_add_diagnostics(metrics_file *m, const diag_layer_row *rows, int n_rows, const diag_comm_row *comm) {
     m->diag_layers = grow(m->diag_layers, &m->cap_diag_layers, m->n_diag_layers + (size_t)n_rows,
                           sizeof(diag_layer_row));
-    memcpy(m->diag_layers + m->n_diag_layers, rows, sizeof(diag_layer_row) * (size_t)n_rows);
+    copy_rows(m->diag_layers + m->n_diag_layers, rows, (size_t)n_rows, sizeof(diag_layer_row), DIAG_FIELDS,
+              diag_offsets, diag_sizes);
     m->n_diag_layers += (size_t)n_rows;
     m->diag_comm = grow(m->diag_comm, &m->cap_diag_comm, m->n_diag_comm + 1, sizeof(diag_comm_row));
-    m->diag_comm[m->n_diag_comm++] = *comm;
+    copy_rows(m->diag_comm + m->n_diag_comm++, comm, 1, sizeof(diag_comm_row), COMM_FIELDS, comm_offsets,
+              comm_sizes);
 }
 
 void metrics_set_summary(metrics_file *m, double test_loss, double test_acc, double total_time_s,
@@ -209,10 +261,12 @@ void metrics_set_summary(metrics_file *m, double test_loss, double test_acc, dou
     snprintf(m->params_sha256, sizeof m->params_sha256, "%s", params_sha256);
 }
 
-static int write_file(const metrics_file *m, const char *tmp, bn_err *e) {
-    H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
-    hid_t f = H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
-    if (f < 0) return bn_fail(e, "--metrics %s: cannot create %s", m->path, tmp);
+/* The whole file, built in memory and written atomically to m->path. */
+static int write_file(const metrics_file *m, bn_err *e) {
+    char what[BN_PATH + 16];
+    snprintf(what, sizeof what, "--metrics %s", m->path);
+    hid_t f = h5image_create();
+    if (f < 0) return bn_fail(e, "%s: cannot create an HDF5 file in memory", what);
     int bad = h5_attr_string(f, "format", METRICS_FORMAT) < 0;
     bad |= h5_attr_int(f, "format_version", METRICS_FORMAT_VERSION) < 0;
     if (!bad && h5config_write(f, "config", &m->cfg, &m->facts, e) != BN_OK) bad = 1;
@@ -252,20 +306,12 @@ static int write_file(const metrics_file *m, const char *tmp, bn_err *e) {
             H5Gclose(g);
         }
     }
-    bad |= H5Fclose(f) < 0;
-    if (bad) {
-        unlink(tmp);
-        return bn_fail(e, "--metrics %s: writing %s failed", m->path, tmp);
-    }
-    return BN_OK;
+    return h5image_commit(f, bad, m->path, what, e);
 }
 
 int metrics_flush(metrics_file *m, bn_err *e) {
     double t0 = bn_now();
-    char tmp[BN_PATH + 8];
-    snprintf(tmp, sizeof tmp, "%s.tmp", m->path);
-    int status = write_file(m, tmp, e);
-    if (status == BN_OK) status = h5_replace_atomically(tmp, m->path, e);
+    int status = write_file(m, e);
     bn_timers[T_IO] += bn_now() - t0;
     return status;
 }

@@ -85,6 +85,21 @@ void mlp_init(mlp *m, const bn_config *c, int cap) {
     m->dbuf[1] = bn_alloc_floats((size_t)train_cap * widest);
 }
 
+size_t mlp_bytes(const bn_config *c, int cap) {
+    size_t params = 0, rows = (size_t)cap * MLP_IN, widest = MLP_IN;
+    for (int l = 0, in = MLP_IN; l <= c->n_hidden; l++) {
+        const size_t w = l < c->n_hidden ? (size_t)c->hidden_sizes[l] : MLP_OUT;
+        const int bn = l < c->n_hidden && c->bn != BN_NONE;
+        params += w * (size_t)in + w + (bn ? 2 * w : 0);
+        rows += (size_t)cap * w * (bn ? 3 : 2) + (bn ? (size_t)c->batch * w : 0); /* z, out, mid; xhat */
+        widest = BN_MAX(widest, w);
+        in = (int)w;
+    }
+    rows += 2 * (size_t)c->batch * widest; /* dbuf */
+    const size_t copies = 2 + (c->optimizer == OPT_ADAM ? 2 : 1); /* params, grads, optimizer moments */
+    return sizeof(float) * (copies * params + rows);
+}
+
 void mlp_free(mlp *m) {
     if (!m->shared) {
         free(m->params);

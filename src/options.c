@@ -120,6 +120,10 @@ static const opt_def table[] = {
      "next batch is gathered while the sums finish; 0 = one MPI_Allreduce after backward, the faster on one "
      "node (docs/benchmark.md); with --reduce mpi; ignored with one rank",
      RESUME_FREE},
+    {NULL, "watchdog", K_DOUBLE, F(watchdog), 0, "600", "SECONDS", NULL, 0, 1e7, 0, 0,
+     "end the job with a message naming the collective and step when no step, evaluation block or checkpoint "
+     "completes for SECONDS (a rank stopped, stalled or lost would otherwise leave the others waiting "
+     "forever); 0 = off", RESUME_FREE | RESUME_DEFAULT},
     {NULL, "quiet", K_FLAG, F(quiet), 0, "0", NULL, NULL, 0, 0, 0, 0,
      "print only errors and the final summary", RESUME_FREE | RESUME_DEFAULT},
 
@@ -227,10 +231,14 @@ static int option_index(const char *name) {
     return -1;
 }
 
-parse_result options_parse(bn_config *c, int argc, char **argv, int print, bn_err *e) {
+void options_defaults(bn_config *c) {
     memset(c, 0, sizeof *c);
     for (int i = 0; i < N_OPTS; i++)
-        if (set_value(c, &table[i], table[i].def, e) != BN_OK) return PARSE_ERROR;
+        if (set_value(c, &table[i], table[i].def, NULL) != BN_OK) bn_fatal("option table: bad default of --%s", table[i].name);
+}
+
+parse_result options_parse(bn_config *c, int argc, char **argv, int print, bn_err *e) {
+    options_defaults(c);
 
     struct option longopts[N_OPTS + 4];
     for (int i = 0; i < N_OPTS; i++)
@@ -273,7 +281,7 @@ parse_result options_parse(bn_config *c, int argc, char **argv, int print, bn_er
             return PARSE_ERROR;
         c->given[id] = 1;
     }
-    if (argc > 0 && optind < argc) {
+    if (optind < argc) {
         bn_fail(e, "unexpected argument '%s' (options start with --; see bnmpi --help)", argv[optind]);
         return PARSE_ERROR;
     }
@@ -338,6 +346,11 @@ int options_resolve(bn_config *c, int n_ranks, bn_err *e) {
     c->bn_batch = c->bn == BN_NONE ? 0 : c->ghost_batch ? c->ghost_batch : c->batch * c->bn_group;
     if (c->bn != BN_NONE && c->bn_batch < 2)
         return bn_fail(e, "--bn %s: needs at least 2 samples per BN batch, got %d", bn_mode_name(c->bn), c->bn_batch);
+    if (c->bn != BN_NONE && c->bn_eval == BN_EVAL_RUNNING && c->bn_momentum == 1.0)
+        return bn_fail(e, "--bn-momentum 1: the running statistics would never leave their start (mean 0, "
+                          "variance 1), and evaluation uses them; use a value below 1, or --bn-eval recompute");
+    if (c->watchdog > 0 && c->watchdog < 1)
+        return bn_fail(e, "--watchdog %g: expected 0 (off) or at least 1 second", c->watchdog);
     const double ratio = (double)c->global_batch / c->lr_ref_batch;
     c->lr_peak = c->lr * (c->lr_scale == LR_SCALE_LINEAR ? ratio : c->lr_scale == LR_SCALE_SQRT ? sqrt(ratio) : 1.0);
     return BN_OK;
@@ -369,10 +382,10 @@ static void value_text(const bn_config *c, int i, char *buf, size_t n) {
     else snprintf(buf, n, "%s", v.s);
 }
 
+/* A sync run over all its ranks: its group follows the rank count. */
+static int sync_all(const bn_config *c) { return c->bn == BN_SYNC && c->bn_group == c->n_ranks; }
+
 int options_merge_resume(bn_config *c, const bn_config *saved, bn_err *e) {
-    bn_config defaults;
-    bn_err ignored;
-    options_parse(&defaults, 0, NULL, 0, &ignored);
     for (int i = 0; i < N_OPTS; i++) {
         const opt_def *o = &table[i];
         char *dst = (char *)c + o->offset;
@@ -393,8 +406,23 @@ int options_merge_resume(bn_config *c, const bn_config *saved, bn_err *e) {
     }
     if (!c->given[option_index("batch")]) c->batch = 0; /* re-derived from the global batch */
     /* a sync run's group was "all ranks": it stays that at another rank count */
-    if (!c->given[option_index("bn-group")] && saved->bn == BN_SYNC && saved->bn_group == saved->n_ranks)
+    if (!c->given[option_index("bn-group")] && sync_all(saved))
         c->bn_group = 0;
+    return BN_OK;
+}
+
+int options_same_computation(const bn_config *a, const bn_config *b, bn_err *e) {
+    for (int i = 0; i < N_OPTS; i++) {
+        const opt_def *o = &table[i];
+        if (o->resume & RESUME_FREE) continue;
+        if (strcmp(o->name, "bn-group") == 0 && sync_all(a) && sync_all(b)) continue;
+        if (memcmp((const char *)a + o->offset, (const char *)b + o->offset, field_size(o)) != 0) {
+            char va[BN_PATH], vb[BN_PATH];
+            value_text(a, i, va, sizeof va);
+            value_text(b, i, vb, sizeof vb);
+            return bn_fail(e, "--%s %s (the other: %s)", o->name, va, vb);
+        }
+    }
     return BN_OK;
 }
 

@@ -28,3 +28,8 @@ void sha256_final_hex(sha256_ctx *c, char hex[65]) {
     c->md = NULL;
     for (unsigned i = 0; i < len; i++) snprintf(hex + 2 * i, 3, "%02x", digest[i]);
 }
+
+void sha256_free(sha256_ctx *c) {
+    EVP_MD_CTX_free(c->md); /* accepts NULL */
+    c->md = NULL;
+}

@@ -14,6 +14,7 @@
 #include "bnmpi/loss.h"
 #include "bnmpi/sha256.h"
 #include "bnmpi/signals.h"
+#include "bnmpi/watchdog.h"
 
 /* the gradient buffer's tail, summed by the same allreduce */
 enum { TAIL_LOSS, TAIL_CORRECT, TAIL_STOP };
@@ -59,6 +60,7 @@ static eval_result evaluate(trainer *t, const idx_array *images, const idx_array
         long correct = 0;
         sums[0] += softmax_xent(NULL, mlp_forward_eval(m, B), t->labels, B, MLP_OUT, 0.0f, &correct);
         sums[1] += (double)correct;
+        watchdog_kick();
     }
     comm_allreduce_sum_f64(sums, 2, COMM_WORLD_GROUP, T_EVAL);
     bn_timers[T_EVAL] += bn_now() - t0;
@@ -92,9 +94,10 @@ static int check_params_agree(const trainer *t, char digest[65], bn_err *e) {
     return BN_OK;
 }
 
-/* Test hooks, read once from the environment (documented in the README):
+/* Test hooks, read from the environment (documented in the README):
  * BNMPI_FAULT_RANK=r BNMPI_FAULT_STEP=k: rank r fails alone after global step k;
- * BNMPI_SIGNAL_RANK=r BNMPI_SIGNAL_STEP=k: rank r sends itself SIGUSR1 then. */
+ * BNMPI_SIGNAL_RANK=r BNMPI_SIGNAL_STEP=k: rank r sends itself SIGUSR1 then;
+ * BNMPI_STALL_RANK=r BNMPI_STALL_STEP=k: rank r stops itself (SIGSTOP) then. */
 static int hook_at(const trainer *t, const char *rank_var, const char *step_var) {
     const char *r = getenv(rank_var), *s = getenv(step_var);
     return r && s && atoi(r) == t->rank && atoll(s) == (long long)t->position[2];
@@ -105,13 +108,16 @@ static void run_test_hooks(const trainer *t) {
         bn_fatal("injected fault after global step %lld (BNMPI_FAULT_RANK, BNMPI_FAULT_STEP)",
                  (long long)t->position[2]);
     if (hook_at(t, "BNMPI_SIGNAL_RANK", "BNMPI_SIGNAL_STEP")) raise(SIGUSR1);
+    if (hook_at(t, "BNMPI_STALL_RANK", "BNMPI_STALL_STEP")) raise(SIGSTOP);
 }
 
 /* Scheduled checkpoints (epoch ends, every N steps) go only where --checkpoint
  * says; a signal's goes to t->checkpoint, which always names a place. */
 static int save_checkpoint(trainer *t, int scheduled, bn_err *e) {
     if (scheduled && !t->cfg.checkpoint[0]) return BN_OK;
-    return checkpoint_save(t->checkpoint, &t->state, &t->cfg, &t->facts, e);
+    int status = checkpoint_save(t->checkpoint, &t->state, &t->cfg, &t->facts, e);
+    watchdog_kick();
+    return status;
 }
 
 static void to_step_rows(const double *m, step_row *rows, int n) {
@@ -130,7 +136,9 @@ static void add_steps(trainer *t, int n) {
 
 /* Rank 0 rewrites the metrics file; every rank gets its status. */
 static int flush_metrics(trainer *t, bn_err *e) {
-    return comm_share(t->rank == 0 ? metrics_flush(&t->metrics, e) : BN_OK, e);
+    int status = comm_share(t->rank == 0 ? metrics_flush(&t->metrics, e) : BN_OK, e);
+    watchdog_kick();
+    return status;
 }
 
 /* The learning rate of the step after `done` steps: lr_peak (--lr after
@@ -151,6 +159,7 @@ static void recompute_bn_statistics(trainer *t) {
         dataset_gather(m->x, t->labels, &t->data.train_images, &t->data.train_labels, t->data.train_idx + start,
                        NULL, b);
         mlp_population_add(m, b);
+        watchdog_kick();
     }
     mlp_population_finish(m);
 }
@@ -240,6 +249,7 @@ static epoch_status train_epoch(trainer *t, int *steps_run, bn_err *e) {
         t->epoch_sums[1] += tail_sum[TAIL_CORRECT];
         t->position[1] = s + 1;
         t->position[2]++;
+        watchdog_at(t->position[0], t->position[2]);
         run_test_hooks(t);
         if (t->progress && (bn_now() - last_progress > 0.2 || s + 1 == steps)) {
             progress_bar(t, epoch, s + 1, step_loss);
@@ -293,6 +303,7 @@ int train_run(trainer *t) {
     bn_err e = {{0}};
     const double run_start = bn_now();
     signals_install();
+    watchdog_at(t->position[0], t->position[2]);
     while (t->position[0] <= t->cfg.epochs) {
         bn_timers_reset();
         const double t0 = bn_now();

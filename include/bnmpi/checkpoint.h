@@ -47,10 +47,11 @@ void state_add(state_list *s, const char *name, state_type type, void *data, int
  * either the previous complete checkpoint or the new one. */
 int checkpoint_save(const char *path, const state_list *s, const bn_config *c, const run_facts *f, bn_err *e);
 
-/* Reads the configuration saved in path, its dataset digests and its rank
- * count. Checks that path is a bnmpi checkpoint and names what it is when it
- * is not (missing, not HDF5, truncated, a metrics file, another format). */
-int checkpoint_read_config(const char *path, bn_config *saved, char sha256[4][65], int *saved_ranks, bn_err *e);
+/* Reads the configuration saved in path and its facts (dataset digests, run
+ * id, rank count), on every rank. Checks that path is a bnmpi checkpoint and
+ * names what it is when it is not (missing, not HDF5, truncated, a metrics
+ * file, another format). Collective. */
+int checkpoint_read_config(const char *path, bn_config *saved, saved_facts *f, bn_err *e);
 
 /* Fills every entry from path. Shapes must match; a per-rank entry saved by
  * saved_ranks ranks is read at row (rank mod saved_ranks). */

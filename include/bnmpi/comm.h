@@ -91,6 +91,10 @@ int comm_agree(int status, bn_err *e);
  * and e holds its message, unprefixed. Collective. */
 int comm_share(int status, bn_err *e);
 
+/* What this rank waits in, e.g. "MPI_Allreduce (gradient sum)", or that it
+ * is in no collective. Safe to call from another thread (the watchdog). */
+void comm_waiting_text(char *out, size_t n);
+
 /* Prints "bnmpi: MSG" on stderr of the calling rank, then MPI_Abort(1): ends
  * every rank within seconds. For errors the other ranks cannot know about. */
 _Noreturn void comm_fail(const char *msg);

@@ -7,7 +7,8 @@
 #include "bnmpi/idx.h"
 #include "bnmpi/options.h"
 
-#define MNIST_PIXELS 784
+#define MNIST_SIDE 28 /* images are MNIST_SIDE x MNIST_SIDE */
+#define MNIST_PIXELS (MNIST_SIDE * MNIST_SIDE)
 #define FASHION_DIR "/usr/share/datasets/fashion-mnist"
 
 typedef struct {

@@ -76,10 +76,25 @@ int metrics_check_path(const char *path, int force, bn_err *e);
  * existing file only with force) and writes the file with /config and empty
  * tables. Errors name the path and why. c and f are copied. */
 int metrics_create(metrics_file *m, const char *path, int force, const bn_config *c, const run_facts *f, bn_err *e);
-/* Continues a resumed run's file: reads its rows, keeps the first keep_epochs
- * rows of /epochs and keep_steps of /steps (rows written after the
- * checkpoint are dropped), drops /summary, keeps the first start_time. */
-int metrics_reopen(metrics_file *m, const char *path, int keep_epochs, long long keep_steps, const bn_config *c,
+/* Where a checkpoint stands, to continue its run's metrics file. */
+typedef struct {
+    const char *checkpoint;    /* the --resume path, for messages */
+    const bn_config *cfg;      /* its configuration as saved */
+    const saved_facts *facts;  /* its run id and data digests */
+    int epochs_done;           /* epochs it completed */
+    long long steps_done;      /* the steps of those epochs */
+    const double *epoch_rows;  /* (n_epoch_rows, 5) its steps of the epoch in progress: step, epoch, loss, acc, lr */
+    int n_epoch_rows;
+} metrics_resume_point;
+
+/* Continues a resumed run's file. First checks that it is that run's file:
+ * the same run id, computation and data as the checkpoint, every row the
+ * checkpoint needs, and the checkpoint's own rows where the file has them;
+ * otherwise fails naming both files, and the file is not touched. Then keeps
+ * the first epochs_done rows of /epochs and steps_done of /steps (rows
+ * written after the checkpoint are dropped), drops /summary, keeps the first
+ * start_time, and rewrites the file. */
+int metrics_reopen(metrics_file *m, const char *path, const metrics_resume_point *r, const bn_config *c,
                    const run_facts *f, bn_err *e);
 /* Add rows in memory; metrics_flush writes the file. */
 void metrics_add_steps(metrics_file *m, const step_row *steps, int n_steps);

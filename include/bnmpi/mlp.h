@@ -70,6 +70,9 @@ typedef struct {
 /* Builds the layout and buffers: forward for up to cap rows, training (BN's
  * saved normalised inputs, backward) for up to c->batch rows (cap if 0). */
 void mlp_init(mlp *m, const bn_config *c, int cap);
+/* About the bytes one rank allocates for a model of c with cap rows
+ * (mlp_init's buffers and the optimizer's), to refuse what cannot fit. */
+size_t mlp_bytes(const bn_config *c, int cap);
 void mlp_free(mlp *m);
 /* Glorot-uniform weights (Keras' default) times scale, zero biases, gamma 1,
  * beta 0, running mean 0 and variance 1. Deterministic in seed. */

@@ -54,6 +54,7 @@ typedef struct {
     int threads;             /* 0 = by policy */
     int reduce;              /* reduce_kind; main resolves auto */
     int overlap;             /* row blocks of the overlapped first-layer gradient; 0 = blocking allreduce */
+    double watchdog;         /* seconds without progress before the job is ended; 0 = off */
     int quiet;
     char checkpoint[BN_PATH]; /* "" = none */
     int checkpoint_every;    /* steps; 0 = at epoch ends only */
@@ -70,6 +71,9 @@ typedef struct {
 } bn_config;
 
 typedef enum { PARSE_RUN, PARSE_EXIT_OK, PARSE_ERROR } parse_result;
+
+/* Every option at its default, nothing given. */
+void options_defaults(bn_config *c);
 
 /* Fills defaults, parses argv. PARSE_EXIT_OK after --help/--version (text in
  * `out` already printed when print is set). Every rank parses; only print on one. */
@@ -101,6 +105,11 @@ int options_set(bn_config *c, const char *name, const char *value, bn_err *e);
  * --checkpoint*, --eval-batch, --quiet, --force, --batch) must equal the
  * checkpoint's. --batch is re-derived from the global batch. */
 int options_merge_resume(bn_config *c, const bn_config *saved, bn_err *e);
+/* Whether a and b (two saved configurations) describe the same computation:
+ * every option that a resume may not change is equal (a sync run's BN group
+ * of all ranks counts as equal at any rank count). Otherwise fails naming the
+ * first option that differs, as "--NAME A (the other: B)". */
+int options_same_computation(const bn_config *a, const bn_config *b, bn_err *e);
 
 const char *bn_mode_name(int m);
 const char *optimizer_name(int o);

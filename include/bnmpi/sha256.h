@@ -16,5 +16,7 @@ void sha256_update(sha256_ctx *c, const void *data, size_t n);
 /* Writes the digest as 64 lowercase hex characters plus NUL into hex[65] and
  * frees the context. */
 void sha256_final_hex(sha256_ctx *c, char hex[65]);
+/* Frees a context without a digest (a read given up half-way). */
+void sha256_free(sha256_ctx *c);
 
 #endif

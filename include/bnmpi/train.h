@@ -34,7 +34,7 @@ typedef struct {
     uint8_t *labels;       /* (cap) labels of the current batch */
     metrics_file metrics;  /* rank 0 only */
     char checkpoint[BN_PATH]; /* where checkpoints go ("" = none) */
-    char mpi_lib[256], host[256], start_time[32];
+    char mpi_lib[256], host[256], start_time[32], run_id[RUN_ID_LEN + 1];
     run_facts facts;
 
     /* training state beside the model and optimizer (all in `state`) */

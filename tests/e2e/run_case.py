@@ -259,6 +259,11 @@ def case_cli_errors():
         (["--metrics", "/proc/bnmpi-test.h5"], 1, "/proc/bnmpi-test.h5"),
         (["--epochs"], 2, "--epochs: expects a value"),
         (["stray"], 2, "unexpected argument 'stray'"),
+        # accepted by the parser once, then NaN metrics, frozen statistics or an out-of-memory kill
+        (["--hidden", "65536,65536"], 2, "GB per rank"),
+        (["--val-fraction", "0"], 1, "no validation samples"),
+        (["--bn-momentum", "1"], 2, "--bn-momentum 1: the running statistics would never leave"),
+        (["--watchdog", "0.5"], 2, "--watchdog 0.5: expected 0 (off) or at least 1 second"),
     ]
     for flags, code, needle in cases:
         rc, out, err, took = run(2, *flags, expect=code, timeout=60)
@@ -575,6 +580,9 @@ def case_bad_idx():
         ("gz", lambda d: (os.unlink(os.path.join(d, "train-labels-idx1-ubyte")),
                           open(os.path.join(d, "train-labels-idx1-ubyte.gz"), "wb").write(
                               gzip.compress(labels)[:20000])), "corrupt gzip"),
+        # rows x cols overflows an int: the check must not multiply them (UBSan caught it)
+        ("huge", lambda d: replace(d, "t10k-images-idx3-ubyte", b"\0\0\x08\x03" + struct.pack(">III", 0, 65536, 32768)),
+         "65536x32768"),
     ]
     for name, mutate, needle in cases:
         d = variant(name, mutate)
@@ -584,6 +592,107 @@ def case_bad_idx():
               f"{name}: expected one line naming {d} with {needle!r}, got {err!r}")
         check(not os.path.exists(os.path.join(TMP, name + ".h5")), f"{name}: a metrics file was created")
         print(f"ok {name}: {lines[0]}")
+
+
+def sha(path):
+    return hashlib.sha256(open(path, "rb").read()).hexdigest()
+
+
+def one_error_line(err, flags):
+    lines = [l for l in err.splitlines() if l.startswith("bnmpi:")]
+    check(len(lines) == 1, f"{flags}: expected one 'bnmpi:' line on stderr, got {err!r}")
+    return lines[0]
+
+
+def case_resume_foreign_metrics():
+    """--resume A --metrics B, where B is another run's metrics file (the same
+    configuration, or another one), is refused with a line naming both files,
+    and B is left byte for byte as it was; A's own file still continues."""
+    a_ck, a_m = os.path.join(TMP, "a.ckpt"), os.path.join(TMP, "a.h5")
+    run(2, *CKPT, "--metrics", a_m, "--checkpoint", a_ck, expect=75,
+        env={"BNMPI_SIGNAL_RANK": "0", "BNMPI_SIGNAL_STEP": "70"})
+    same = train(2, "same-config", *CKPT)  # an identical configuration, another run
+    other = train(2, "other-config", *CKPT, "--hidden", "32")
+    for b, why in ((same, "run id"), (other, "--hidden 32")):
+        before = sha(b)
+        flags = ["--resume", a_ck, "--metrics", b]
+        rc, out, err, _ = run(2, *flags, expect=1)
+        line = one_error_line(err, flags)
+        check(a_ck in line and b in line and why in line, f"{flags}: message {line!r} should name both files and {why!r}")
+        check(sha(b) == before, f"{b} was modified by a refused resume")
+        print(f"ok refused: {line}")
+    run(2, "--resume", a_ck, "--quiet")
+    with h5py.File(a_m, "r") as f:
+        check(list(f["epochs"]["epoch"]) == [1, 2, 3] and "summary" in f, "A's own metrics did not continue")
+        check(len(f["config"].attrs["run_id"]) == 32, "/config/run_id missing")
+
+
+def case_same_output_files():
+    """Two outputs that are one file (the same path, ./x and x, a symlink, a
+    file and the other's .tmp, the metrics and the --resume checkpoint) are
+    refused before any training, exit 2, and nothing is written."""
+    cwd = os.path.join(TMP, "cwd")
+    os.makedirs(cwd)
+    open(os.path.join(cwd, "target.h5"), "wb").write(b"precious")
+    os.symlink("target.h5", os.path.join(cwd, "link.h5"))
+    os.symlink("m2.h5", os.path.join(cwd, "m2.ckpt.h5"))  # the signal checkpoint of m2.h5 would be m2.h5
+    ck = os.path.join(TMP, "r.ckpt")
+    run(2, *QUICK, "--metrics", os.path.join(TMP, "r.h5"), "--checkpoint", ck)
+    cases = [
+        ["--metrics", "x.h5", "--checkpoint", "x.h5"],
+        ["--metrics", "./y.h5", "--checkpoint", "y.h5"],
+        ["--metrics", os.path.join(cwd, "z.h5"), "--checkpoint", "sub/../z.h5"],
+        ["--metrics", "target.h5", "--checkpoint", "link.h5", "--force"],
+        ["--metrics", "w.h5.tmp", "--checkpoint", "w.h5"],
+        ["--metrics", "m2.h5"],
+        ["--resume", ck, "--metrics", ck, "--epochs", "2"],
+    ]
+    os.makedirs(os.path.join(cwd, "sub"))
+    for flags in cases:
+        before = sorted(os.listdir(cwd)), sha(os.path.join(cwd, "target.h5")), sha(ck)
+        cmd = [ARGS.mpiexec, "--oversubscribe", "-np", "2", ARGS.bnmpi, *QUICK, *flags]
+        p = subprocess.run(cmd, env=ENV, cwd=cwd, capture_output=True, text=True, timeout=60)
+        check(p.returncode == 2, f"{flags}: exit {p.returncode}, expected 2\n{p.stderr}")
+        line = one_error_line(p.stderr, flags)
+        check("one file" in line, f"{flags}: message {line!r}")
+        check(not p.stdout.strip(), f"{flags}: printed {p.stdout!r} before refusing")
+        after = sorted(os.listdir(cwd)), sha(os.path.join(cwd, "target.h5")), sha(ck)
+        check(before == after, f"{flags}: files changed: {before} -> {after}")
+        print(f"ok {flags}: {line}")
+
+
+def procs_with_env(entry):
+    """PIDs whose environment holds entry ("NAME=value")."""
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            if entry.encode() in open(f"/proc/{pid}/environ", "rb").read().split(b"\0"):
+                found.append(int(pid))
+        except OSError:
+            pass
+    return found
+
+
+def case_watchdog():
+    """A rank that stops (SIGSTOP after step 10, at np=4) would leave the
+    others waiting forever: with --watchdog 4 they print what they wait in and
+    at which step, and the whole job ends within seconds, leaving no rank."""
+    token = f"watchdog-{os.getpid()}"
+    env = {"BNMPI_STALL_RANK": "2", "BNMPI_STALL_STEP": "10", "BNMPI_TEST_TOKEN": token}
+    flags = [*QUICK, "--watchdog", "4", "--metrics", os.path.join(TMP, "stall.h5")]
+    rc, out, err, took = run(4, *flags, expect=None, timeout=90, env=env)
+    check(rc != 0, f"exit {rc} after a stalled rank")
+    lines = [l for l in err.splitlines() if l.startswith("bnmpi:")]
+    check(lines and all("watchdog" in l for l in lines), f"no watchdog message: {err!r}")
+    check(any("waiting in MPI_" in l and "after global step 10" in l for l in lines), f"message lacks where: {lines}")
+    check(took < 60, f"took {took:.1f} s to end the job")
+    time.sleep(1)
+    left = procs_with_env(f"BNMPI_TEST_TOKEN={token}")
+    check(not left, f"ranks left behind: {left}")
+    print(f"ended after {took:.1f} s: {lines[0]}")
+    # off, and a run that makes progress is never stopped by it
+    run(2, *QUICK, "--watchdog", "0", "--metrics", os.path.join(TMP, "off.h5"))
+    run(2, *QUICK, "--watchdog", "2", "--metrics", os.path.join(TMP, "on.h5"))
 
 
 def case_readonly_metrics_dir():
