@@ -30,7 +30,7 @@ int bn_blocks_init(bn_blocks *b, const bn_config *c, int rank, bn_err *e) {
     return BN_OK;
 }
 
-void bn_blocks_at(bn_blocks *b, mlp *m, int epoch, int s) {
+void bn_blocks_at(bn_blocks *b, model *m, int epoch, int s) {
     if (!b->steps) return;
     const int K = b->steps;
     if (s % K != 0) return;
@@ -42,7 +42,7 @@ void bn_blocks_at(bn_blocks *b, mlp *m, int epoch, int s) {
     b->first_step = s;
     b->t0 = now;
     const int sync = (s / K) % 2;
-    for (int i = 0; i < m->n_hidden; i++) m->bn[i].sync = sync;
+    model_set_bn_sync(m, sync);
 }
 
 void bn_blocks_close(bn_blocks *b) {

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "bnmpi/batchnorm.h"
 #include "bnmpi/comm.h"
 
 void diag_init(diagnostics *d, int every, size_t n_params) {
@@ -23,9 +24,12 @@ int diag_due(const diagnostics *d, int64_t done) { return d->every > 0 && (done 
 
 static double norm(const float *a, size_t n);
 
-void diag_before_update(diagnostics *d, const mlp *m) {
+void diag_before_update(diagnostics *d, const model *m) {
     memcpy(d->params_before, m->params, sizeof(float) * m->n_params);
-    for (int l = 0; l <= m->n_hidden; l++) d->grad_norm[l] = norm(mlp_grad(m, m->w[l]), m->views[m->w[l]].count);
+    for (int l = 0; l <= m->n_hidden; l++) {
+        const int w = m->layers[m->linear[l]].view[0];
+        d->grad_norm[l] = norm(model_grad(m, w), m->views[w].count);
+    }
 }
 
 static double norm(const float *a, size_t n) {
@@ -43,12 +47,6 @@ static double norm_diff(const float *a, const float *b, size_t n) {
     return sqrt(s);
 }
 
-/* The BN input of hidden layer l (or where BN would be without BN). */
-static const float *bn_input(const mlp *m, int l) {
-    if (m->bn_place == BN_BEFORE_RELU) return m->z[l];
-    return m->bn_mode == BN_NONE ? m->out[l] : m->mid[l];
-}
-
 /* Means of x (rows, c) per channel, into mean (c). */
 static void column_means(double *mean, const float *x, int rows, int c) {
     memset(mean, 0, sizeof(double) * (size_t)c);
@@ -58,7 +56,8 @@ static void column_means(double *mean, const float *x, int rows, int c) {
 }
 
 /* Spread of the BN batches' means relative to the population spread. */
-static double bn_noise(const mlp *m, const float *x, int B, int ghost, const double *pop_var, int c) {
+/* x is (B rows, c); a ghost batch is `ghost` rows. */
+static double bn_noise(const model *m, const float *x, int B, int ghost, const double *pop_var, int c) {
     const int P = comm_size(), G = comm_bn_group_size(), chunks = ghost ? B / ghost : 1;
     const int batches = P / G * chunks; /* distinct BN batches in this step */
     if (m->bn_mode == BN_NONE || batches < 2) return NAN;
@@ -94,21 +93,28 @@ static double bn_noise(const mlp *m, const float *x, int B, int ghost, const dou
     return used ? noise / used : NAN;
 }
 
-void diag_measure(diagnostics *d, mlp *m, int B, int ghost, int64_t step, int epoch, diag_layer_row *rows,
+void diag_measure(diagnostics *d, model *m, int B, int ghost, int64_t step, int epoch, diag_layer_row *rows,
                   diag_comm_row *comm) {
     for (int l = 0; l <= m->n_hidden; l++) {
         diag_layer_row *r = &rows[l];
-        const mlp_view *w = &m->views[m->w[l]];
-        *r = (diag_layer_row){.step = step, .epoch = epoch, .layer = l};
+        const int wv = m->layers[m->linear[l]].view[0];
+        const model_view *w = &m->views[wv];
+        memset(r, 0, sizeof *r);
+        r->step = step;
+        r->epoch = epoch;
+        r->layer = l;
         r->grad_norm = d->grad_norm[l];
-        r->weight_norm = norm(mlp_param(m, m->w[l]), w->count);
-        r->update_norm = norm_diff(mlp_param(m, m->w[l]), d->params_before + w->offset, w->count);
+        r->weight_norm = norm(model_param(m, wv), w->count);
+        r->update_norm = norm_diff(model_param(m, wv), d->params_before + w->offset, w->count);
         r->act_mean = r->act_var = r->act_mean_drift = r->act_var_drift = r->bn_noise = NAN;
         if (l == m->n_hidden) break;
-        const int c = m->dims[l + 1];
-        const float *x = bn_input(m, l);
+        /* at the BN input, over every row: B samples, or B*H*W positions of a convolution */
+        const layer *site = &m->layers[m->bn_site[l]];
+        const int c = site->out.c, per_sample = site->out.h * site->out.w;
+        const float *x = site->y;
+        const int B_rows = B * per_sample, ghost_rows = ghost * per_sample;
         double *stats = bn_calloc((size_t)(1 + 2 * c), sizeof(double));
-        bn_accumulate_moments(stats, x, B, c);
+        bn_accumulate_moments(stats, x, B_rows, c);
         comm_merge_moments(stats, c, COMM_WORLD_GROUP);
         double mean = 0, var = 0;
         for (int j = 0; j < c; j++) {
@@ -124,7 +130,7 @@ void diag_measure(diagnostics *d, mlp *m, int B, int ghost, int64_t step, int ep
         }
         d->prev_mean[l] = r->act_mean;
         d->prev_var[l] = r->act_var;
-        r->bn_noise = bn_noise(m, x, B, ghost, stats + 1 + c, c);
+        r->bn_noise = bn_noise(m, x, B_rows, ghost_rows, stats + 1 + c, c);
         free(stats);
     }
     d->have_prev = 1;

@@ -13,7 +13,7 @@ static size_t shard_edge(size_t n, int r, int P) {
     return r == P ? n : e;
 }
 
-void gradsync_init(gradsync *g, mlp *m, optimizer *o) {
+void gradsync_init(gradsync *g, model *m, optimizer *o) {
     memset(g, 0, sizeof *g);
     g->on = 1;
     g->node_size = comm_node_size();
@@ -30,10 +30,10 @@ void gradsync_init(gradsync *g, mlp *m, optimizer *o) {
     m->params = comm_node_shared_alloc(sizeof(float) * n);
     o->m = comm_node_shared_alloc(sizeof(float) * n);
     o->v = o->kind == OPT_ADAM ? comm_node_shared_alloc(sizeof(float) * n) : NULL;
-    m->grads = comm_node_shared_slots(n + MLP_GRAD_TAIL, g->slots);
+    m->grads = comm_node_shared_slots(n + MODEL_GRAD_TAIL, g->slots);
     m->shared = o->shared = 1;
     /* every rank zeroes its own slot; node rank 0 the single copies */
-    memset(m->grads, 0, sizeof(float) * (n + MLP_GRAD_TAIL));
+    memset(m->grads, 0, sizeof(float) * (n + MODEL_GRAD_TAIL));
     if (g->node_rank == 0) {
         memset(o->m, 0, sizeof(float) * n);
         if (o->v) memset(o->v, 0, sizeof(float) * n);
@@ -42,7 +42,7 @@ void gradsync_init(gradsync *g, mlp *m, optimizer *o) {
 }
 
 /* Its time, arithmetic included (as MPI_Allreduce's includes its sums), goes to T_GRAD_COMM. */
-void gradsync_reduce(gradsync *g, const mlp *m, float tail_out[MLP_GRAD_TAIL]) {
+void gradsync_reduce(gradsync *g, const model *m, float tail_out[MODEL_GRAD_TAIL]) {
     const double t0 = bn_now();
     comm_node_fence(-1); /* every slot complete */
     const size_t n = m->n_params;
@@ -55,17 +55,17 @@ void gradsync_reduce(gradsync *g, const mlp *m, float tail_out[MLP_GRAD_TAIL]) {
             peer[i] = 0.0f;
         }
     }
-    for (int k = 0; k < MLP_GRAD_TAIL; k++) {
+    for (int k = 0; k < MODEL_GRAD_TAIL; k++) {
         float s = 0.0f;
         for (int q = 0; q < g->node_size; q++) s += g->slots[q][n + k];
         tail_out[k] = s;
     }
     bn_timers[T_GRAD_COMM] += bn_now() - t0;
     comm_cross_sum_f32(mine + g->lo, g->hi - g->lo, T_GRAD_COMM);
-    comm_cross_sum_f32(tail_out, MLP_GRAD_TAIL, T_GRAD_COMM);
+    comm_cross_sum_f32(tail_out, MODEL_GRAD_TAIL, T_GRAD_COMM);
 }
 
-void gradsync_update(gradsync *g, mlp *m, optimizer *o, int full_sum) {
+void gradsync_update(gradsync *g, model *m, optimizer *o, int full_sum) {
     /* after a whole-slot sum the caller read the parameters (diagnostics):
      * no rank may change its shard before every rank has */
     if (full_sum) comm_node_fence(T_GRAD_COMM);

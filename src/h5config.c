@@ -126,6 +126,10 @@ int h5config_write(hid_t loc, const char *name, const bn_config *c, const run_fa
     bad |= h5_attr_int(g, "global_batch", c->global_batch) < 0;
     bad |= h5_attr_int(g, "bn_batch", c->bn_batch) < 0;
     bad |= h5_attr_double(g, "lr_peak", c->lr_peak) < 0;
+    char arch[1024];
+    arch_describe(&c->net, arch, sizeof arch);
+    bad |= h5_attr_string(g, "architecture", arch) < 0;
+    bad |= h5_attr_int(g, "n_params", (long long)f->n_params) < 0;
     bad |= h5_attr_string(g, "bnmpi_version", BNMPI_VERSION) < 0;
     bad |= h5_attr_string(g, "mpi_library", f->mpi_library) < 0;
     bad |= h5_attr_string(g, "hostname", f->hostname) < 0;

@@ -48,10 +48,8 @@ static int stdout_is_terminal(void) {
 static void print_header(const trainer *t) {
     const bn_config *c = &t->cfg;
     const dataset *d = &t->data;
-    char arch[256];
-    int len = snprintf(arch, sizeof arch, "%d", MLP_IN);
-    for (int l = 0; l < c->n_hidden; l++) len += snprintf(arch + len, sizeof arch - len, "-%d", c->hidden_sizes[l]);
-    snprintf(arch + len, sizeof arch - len, "-%d", MLP_OUT);
+    char arch[1024];
+    arch_describe(&c->net, arch, sizeof arch);
     printf("bnmpi %s: %d rank%s x %d OpenBLAS thread%s (%s), %s\n", BNMPI_VERSION, t->size, t->size > 1 ? "s" : "",
            t->threads, t->threads > 1 ? "s" : "", threads_blas_core(), t->mpi_lib);
     if (t->size == 1)
@@ -77,8 +75,9 @@ static void print_header(const trainer *t) {
         else if (c->bn_group == 1) snprintf(how, sizeof how, "local");
         else if (c->bn_group == t->size) snprintf(how, sizeof how, "sync");
         else snprintf(how, sizeof how, "sync in groups of %d ranks", c->bn_group);
-        printf("model: %s, BN %s %s ReLU (BN batch %d), %zu parameters, %s lr %g\n", arch, how,
-               c->bn_place == BN_BEFORE_RELU ? "before" : "after", c->bn_batch, t->model.n_params,
+        printf("model: %s, BN %s %s ReLU (BN batch %d%s), %zu parameters, %s lr %g\n", arch, how,
+               c->bn_place == BN_BEFORE_RELU ? "before" : "after", c->bn_batch,
+               c->net.convnet ? " samples: each conv BN statistic also spans every position" : "", t->model.n_params,
                optimizer_name(c->optimizer), c->lr);
     }
     if (c->lr_peak != c->lr || c->warmup_epochs > 0)
@@ -98,18 +97,34 @@ static int file_exists(const char *path) {
     return stat(path, &st) == 0;
 }
 
+/* Evaluation blocks hold at most this much of the forward buffers; a larger
+ * --eval-batch is split into blocks of this size. */
+#define EVAL_BLOCK_BYTES ((size_t)256 << 20)
+
+/* Samples per evaluation block: --eval-batch, but never more than a rank's
+ * share of the larger evaluation set, nor (when above the training batch)
+ * than EVAL_BLOCK_BYTES of forward buffers. */
+static int eval_block(const bn_config *c, const dataset *d, int size) {
+    const int share = (BN_MAX(d->n_val, d->n_test) + size - 1) / size;
+    size_t per_sample = 1;
+    model_bytes(c, 1, &per_sample);
+    const int fits = (int)BN_MIN((size_t)1 << 30, BN_MAX(EVAL_BLOCK_BYTES / per_sample, (size_t)1));
+    return BN_MAX(1, BN_MIN(BN_MIN(c->eval_batch, share), BN_MAX(fits, c->batch)));
+}
+
 /* Refuses a model whose buffers cannot fit this rank's share of the node's
  * memory, before allocating them (the kernel would kill the job instead). */
 static void check_memory(const bn_config *c, int cap) {
-    const double need = (double)mlp_bytes(c, cap);
+    const double need = (double)model_bytes(c, cap, NULL);
     const double node = (double)sysconf(_SC_PHYS_PAGES) * (double)sysconf(_SC_PAGE_SIZE);
     const double mine = node / comm_node_size();
     if (node > 0 && need > 0.8 * mine)
         fail_all(EXIT_USAGE,
-                 "--hidden %s: the model and its buffers need %.1f GB per rank, more than 80%% of this rank's "
-                 "share of the node's memory (%.1f GB of %.1f GB for %d ranks); choose smaller layers, --batch or "
-                 "--eval-batch",
-                 c->hidden, need / 1e9, mine / 1e9, node / 1e9, comm_node_size());
+                 "--%s %s: the model and its buffers need %.1f GB per rank at --batch %d, more than 80%% of this "
+                 "rank's share of the node's memory (%.1f GB of %.1f GB for %d ranks); choose smaller layers or "
+                 "--batch",
+                 c->arch[0] ? "arch" : "hidden", c->arch[0] ? c->arch : c->hidden, need / 1e9, c->batch, mine / 1e9,
+                 node / 1e9, comm_node_size());
 }
 
 /* --resume: the checkpoint's configuration (into saved, with its facts),
@@ -219,15 +234,17 @@ int main(int argc, char **argv) {
                           t.host,
                           t.start_time,
                           {files[0]->sha256, files[1]->sha256, files[2]->sha256, files[3]->sha256},
-                          t.run_id};
+                          t.run_id,
+                          0};
 
     /* the model, optimizer and sampler, then the state list over them; the
      * forward buffers hold a training batch or an evaluation block, which is
      * never more than a rank's share of the larger evaluation set */
-    const int share = (BN_MAX(t.data.n_val, t.data.n_test) + t.size - 1) / t.size;
-    const int cap = BN_MAX(c->batch, BN_MIN(c->eval_batch, share));
+    t.eval_block = eval_block(c, &t.data, t.size);
+    const int cap = BN_MAX(c->batch, t.eval_block);
     check_memory(c, cap);
-    mlp_init(&t.model, c, cap);
+    model_init(&t.model, c, cap);
+    t.facts.n_params = t.model.n_params;
     optim_init(&t.opt, c, t.model.n_params);
     if (c->reduce == REDUCE_NODE) gradsync_init(&t.gs, &t.model, &t.opt);
     sampler_init(&t.samp, t.data.n_train, c->global_batch, c->batch, t.rank, (uint64_t)c->seed);
@@ -251,7 +268,7 @@ int main(int argc, char **argv) {
                             "statistics are taken from rank (r mod %d)\n",
                     saved_ranks, t.size, c->global_batch / saved_ranks, c->batch, saved_ranks);
     } else {
-        if (t.rank == 0) mlp_init_params(&t.model, (uint64_t)c->seed, c->init_scale);
+        if (t.rank == 0) model_init_params(&t.model, (uint64_t)c->seed, c->init_scale);
         if (t.gs.on) comm_bcast_node_shared_f32(t.model.params, t.model.n_params);
         else comm_bcast_f32(t.model.params, t.model.n_params, 0);
         comm_bcast_f32(t.model.state, t.model.n_state, 0);
@@ -269,7 +286,7 @@ int main(int argc, char **argv) {
     code = train_run(&t);
     sampler_free(&t.samp);
     optim_free(&t.opt);
-    mlp_free(&t.model);
+    model_free(&t.model);
     dataset_free(&t.data);
     free(t.labels);
     free(t.steps);

@@ -60,16 +60,14 @@ int metrics_default_path(const bn_config *c, char *out, size_t n, bn_err *e) {
     if (mkdir("runs", 0777) != 0 && errno != EEXIST)
         return bn_fail(e, "cannot create directory runs/ for the metrics file: %s (pass --metrics PATH)",
                        strerror(errno));
-    char hidden[128];
-    snprintf(hidden, sizeof hidden, "%s", c->hidden);
-    for (char *p = hidden; *p; p++)
-        if (*p == ',') *p = 'x';
+    char arch[300];
+    arch_file_tag(&c->net, c->arch, c->hidden, arch, sizeof arch);
     char stamp[32];
     time_t now = time(NULL);
     strftime(stamp, sizeof stamp, "%Y%m%dT%H%M%SZ", gmtime(&now));
     char base[BN_PATH];
-    snprintf(base, sizeof base, "runs/%s-bn_%s-h%s-%s-gb%d-np%d-seed%d-%s", dataset_name(c->dataset),
-             bn_mode_name(c->bn), hidden, optimizer_name(c->optimizer), c->global_batch, c->n_ranks, c->seed,
+    snprintf(base, sizeof base, "runs/%s-bn_%s-%s-%s-gb%d-np%d-seed%d-%s", dataset_name(c->dataset),
+             bn_mode_name(c->bn), arch, optimizer_name(c->optimizer), c->global_batch, c->n_ranks, c->seed,
              stamp);
     snprintf(out, n, "%s.h5", base);
     for (int k = 2; file_exists(out); k++) snprintf(out, n, "%s-%d.h5", base, k);

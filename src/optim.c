@@ -53,18 +53,18 @@ static void sgd_step(optimizer *o, float *p, float *g, float *vel, size_t n, int
     }
 }
 
-void optim_step_range(optimizer *o, mlp *m, size_t lo, size_t hi) {
+void optim_step_range(optimizer *o, model *m, size_t lo, size_t hi) {
     o->t++;
     if (o->kind == OPT_ADAM) {
         adam_step(o, m->params, m->grads, lo, hi);
         return;
     }
     for (int i = 0; i < m->n_views; i++) { /* each view's part in [lo, hi): weight decay is per view */
-        const mlp_view *v = &m->views[i];
+        const model_view *v = &m->views[i];
         if (v->buffer != VIEW_PARAM) continue;
         const size_t a = BN_MAX(lo, v->offset), b = BN_MIN(hi, v->offset + v->count);
         if (a < b) sgd_step(o, m->params + a, m->grads + a, o->m + a, b - a, v->decay);
     }
 }
 
-void optim_step(optimizer *o, mlp *m) { optim_step_range(o, m, 0, o->n); }
+void optim_step(optimizer *o, model *m) { optim_step_range(o, m, 0, o->n); }

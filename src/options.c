@@ -48,7 +48,11 @@ static const opt_def table[] = {
      "use only the first N training samples of the split, for quick runs (0 = all)", 0},
 
     {"Model", "hidden", K_STRING, F(hidden), S(hidden), "256", "LIST", NULL, 0, 0, 0, 0,
-     "hidden layer widths, e.g. 256 or 512,256 (input 784, output 10)", 0},
+     "the MLP's hidden layer widths, e.g. 256 or 512,256 (input 784, output 10)", 0},
+    {NULL, "arch", K_STRING, F(arch), S(arch), "", "LAYERS", NULL, 0, 0, 0, 0,
+     "hidden layers instead of --hidden, e.g. conv32,pool,conv64,pool,dense128: convC (3x3, C channels, padding "
+     "keeps the size), convCkK (KxK, K odd), pool (2x2 max, stride 2, odd sizes floored), denseN; input 28x28x1, "
+     "output dense 10, BN and ReLU after every conv and dense layer", 0},
     {NULL, "bn", K_CHOICE, F(bn), 0, "sync", "MODE", "none|local|sync", 0, 0, 0, 0,
      "batch norm on every hidden layer: none, local (each rank's own batch statistics) or sync (statistics over the global batch)", 0},
     {NULL, "bn-place", K_CHOICE, F(bn_place), 0, "after", "WHERE", "before|after", 0, 0, 0, 0,
@@ -288,30 +292,15 @@ parse_result options_parse(bn_config *c, int argc, char **argv, int print, bn_er
     return PARSE_RUN;
 }
 
-static int parse_hidden(bn_config *c, bn_err *e) {
-    const char *p = c->hidden;
-    c->n_hidden = 0;
-    while (*p) {
-        char *end;
-        errno = 0;
-        long v = strtol(p, &end, 10);
-        if (end == p || errno || v < 1 || v > 65536 || (*end != ',' && *end != '\0'))
-            return bn_fail(e, "--hidden: expected comma-separated widths from 1 to 65536, got '%s'",
-                           c->hidden);
-        if (c->n_hidden == BN_MAX_HIDDEN)
-            return bn_fail(e, "--hidden: at most %d hidden layers, got '%s'", BN_MAX_HIDDEN, c->hidden);
-        c->hidden_sizes[c->n_hidden++] = (int)v;
-        p = *end == ',' ? end + 1 : end;
-        if (*end == ',' && *p == '\0')
-            return bn_fail(e, "--hidden: trailing comma in '%s'", c->hidden);
-    }
-    if (c->n_hidden == 0) return bn_fail(e, "--hidden: expected at least one width, got ''");
-    return BN_OK;
-}
-
 int options_resolve(bn_config *c, int n_ranks, bn_err *e) {
     c->n_ranks = n_ranks;
-    if (parse_hidden(c, e) != BN_OK) return BN_ERR;
+    if (c->arch[0] && c->given[option_index("hidden")])
+        return bn_fail(e, "--arch and --hidden: give one of them (--hidden W is --arch denseW)");
+    if (arch_parse(&c->net, c->arch, c->hidden, e) != BN_OK) return BN_ERR;
+    if (c->arch[0]) c->hidden[0] = '\0'; /* --arch says it all; --hidden shows as - */
+    if (c->overlap && c->net.convnet)
+        return bn_fail(e, "--overlap: overlaps the first dense layer's weight gradient, so it needs an MLP "
+                          "(--hidden), not --arch %s", c->arch);
     if (c->global_batch && c->global_batch % n_ranks != 0)
         return bn_fail(e, "--global-batch: %d does not divide by the %d ranks", c->global_batch, n_ranks);
     if (c->global_batch && c->batch && c->global_batch != c->batch * n_ranks)

@@ -18,20 +18,20 @@
 
 /* the gradient buffer's tail, summed by the same allreduce */
 enum { TAIL_LOSS, TAIL_CORRECT, TAIL_STOP };
-_Static_assert(TAIL_STOP < MLP_GRAD_TAIL, "MLP_GRAD_TAIL too small");
+_Static_assert(TAIL_STOP < MODEL_GRAD_TAIL, "MODEL_GRAD_TAIL too small");
 
 void train_list_state(trainer *t) {
-    mlp *m = &t->model;
+    model *m = &t->model;
     state_list *s = &t->state;
     char name[48];
     const state_place shared = t->gs.on ? ST_NODE_SHARED : ST_SAME; /* parameters and optimizer state */
     s->n = 0;
     for (int i = 0; i < m->n_views; i++) {
-        const mlp_view *v = &m->views[i];
+        const model_view *v = &m->views[i];
         int is_param = v->buffer == VIEW_PARAM;
         snprintf(name, sizeof name, "%s/%s", is_param ? "params" : "bn_running", v->name);
         /* running statistics differ between ranks in local mode: save every rank's */
-        state_add(s, name, ST_F32, mlp_param(m, i), v->rows, v->cols, is_param ? shared : ST_PER_RANK);
+        state_add(s, name, ST_F32, model_param(m, i), v->rows, v->cols, is_param ? shared : ST_PER_RANK);
     }
     state_add(s, "optimizer/m", ST_F32, t->opt.m, 1, (int)t->opt.n, shared);
     if (t->opt.v) state_add(s, "optimizer/v", ST_F32, t->opt.v, 1, (int)t->opt.n, shared);
@@ -51,14 +51,14 @@ typedef struct {
 static eval_result evaluate(trainer *t, const idx_array *images, const idx_array *labels, const int32_t *rows,
                             int n) {
     double t0 = bn_now();
-    mlp *m = &t->model;
+    model *m = &t->model;
     const int lo = (int)((long long)n * t->rank / t->size), hi = (int)((long long)n * (t->rank + 1) / t->size);
     double sums[2] = {0, 0}; /* loss sum, correct count */
-    for (int start = lo; start < hi; start += t->cfg.eval_batch) {
-        int B = BN_MIN(t->cfg.eval_batch, hi - start);
+    for (int start = lo; start < hi; start += t->eval_block) {
+        int B = BN_MIN(t->eval_block, hi - start);
         dataset_gather(m->x, t->labels, images, labels, rows + start, NULL, B);
         long correct = 0;
-        sums[0] += softmax_xent(NULL, mlp_forward_eval(m, B), t->labels, B, MLP_OUT, 0.0f, &correct);
+        sums[0] += softmax_xent(NULL, model_forward_eval(m, B), t->labels, B, MODEL_OUT, 0.0f, &correct);
         sums[1] += (double)correct;
         watchdog_kick();
     }
@@ -67,14 +67,26 @@ static eval_result evaluate(trainer *t, const idx_array *images, const idx_array
     return (eval_result){n ? sums[0] / n : NAN, n ? sums[1] / n : NAN};
 }
 
-static void progress_bar(const trainer *t, int epoch, int step, double loss) {
+/* "12m05s", "41s": a duration for the progress bar and the epoch lines. */
+static void duration_text(double s, char *out, size_t n) {
+    const long t = s > 0 && s < 1e9 ? (long)(s + 0.5) : 0;
+    if (t >= 3600) snprintf(out, n, "%ldh%02ldm", t / 3600, t / 60 % 60);
+    else if (t >= 60) snprintf(out, n, "%ldm%02lds", t / 60, t % 60);
+    else snprintf(out, n, "%lds", t);
+}
+
+/* In-epoch progress on a terminal: steps, loss, samples/s since the epoch
+ * began and the epoch's time left at that rate. */
+static void progress_bar(const trainer *t, int epoch, int step, int first_step, double loss, double t0) {
     const int width = 30, total = t->samp.steps_per_epoch;
     int filled = (int)((long long)width * step / total);
-    char bar[64];
+    char bar[64], left[32];
     for (int i = 0; i < width; i++) bar[i] = i < filled ? '#' : '.';
     bar[width] = '\0';
-    printf("\r  epoch %d/%d [%s] %3d%% %d/%d loss %.4f", epoch, t->cfg.epochs, bar, 100 * step / total, step,
-           total, loss);
+    const double took = bn_now() - t0, rate = step > first_step && took > 0 ? (step - first_step) / took : 0;
+    duration_text(rate > 0 ? (total - step) / rate : 0, left, sizeof left);
+    printf("\r  epoch %d/%d [%s] %3d%% %d/%d loss %.4f  %.0f samples/s  %s left\033[K", epoch, t->cfg.epochs, bar,
+           100 * step / total, step, total, loss, rate * t->cfg.global_batch, left);
     fflush(stdout);
 }
 
@@ -152,16 +164,16 @@ static double lr_at(const trainer *t, int64_t done) {
 /* --bn-eval recompute: population statistics from one training-mode pass
  * over the training set, each rank taking an equal share of whole batches. */
 static void recompute_bn_statistics(trainer *t) {
-    mlp *m = &t->model;
+    model *m = &t->model;
     const int b = t->cfg.batch, per_rank = t->data.n_train / t->size / b * b;
-    mlp_population_reset(m);
+    model_population_reset(m);
     for (int start = t->rank * per_rank, end = start + per_rank; start < end; start += b) {
         dataset_gather(m->x, t->labels, &t->data.train_images, &t->data.train_labels, t->data.train_idx + start,
                        NULL, b);
-        mlp_population_add(m, b);
+        model_population_add(m, b);
         watchdog_kick();
     }
-    mlp_population_finish(m);
+    model_population_finish(m);
 }
 
 /* The diagnostics' previous values travel in the state list as diag_prev. */
@@ -184,11 +196,13 @@ typedef enum { EPOCH_DONE, EPOCH_STOPPED, EPOCH_FAILED } epoch_status;
 
 /* Runs the steps of epoch position[0] from position[1] on. */
 static epoch_status train_epoch(trainer *t, int *steps_run, bn_err *e) {
-    mlp *m = &t->model;
+    model *m = &t->model;
     const int b = t->cfg.batch, G = t->cfg.global_batch, steps = t->samp.steps_per_epoch;
     const int epoch = (int)t->position[0];
     const size_t n = m->n_params;
     double last_progress = 0;
+    const double t0 = bn_now();
+    const int first_step = (int)t->position[1];
     const int overlap = t->size > 1 ? t->cfg.overlap : 0;
     int gathered = -1; /* the step whose batch m->x holds */
     sampler_set_epoch(&t->samp, epoch);
@@ -198,19 +212,19 @@ static epoch_status train_epoch(trainer *t, int *steps_run, bn_err *e) {
         if (gathered != s)
             dataset_gather(m->x, t->labels, &t->data.train_images, &t->data.train_labels, t->data.train_idx,
                            sampler_batch(&t->samp, s), b);
-        memset(m->grads + n, 0, sizeof(float) * MLP_GRAD_TAIL); /* the rest was zeroed by the last update */
+        memset(m->grads + n, 0, sizeof(float) * MODEL_GRAD_TAIL); /* the rest was zeroed by the last update */
         long correct = 0;
-        double loss = softmax_xent(m->dbuf[0], mlp_forward_train(m, b), t->labels, b, MLP_OUT, 1.0f / (float)G,
+        double loss = softmax_xent(m->dbuf[0], model_forward_train(m, b), t->labels, b, MODEL_OUT, 1.0f / (float)G,
                                    &correct);
         float *tail = m->grads + n;
         tail[TAIL_LOSS] = (float)loss;
         tail[TAIL_CORRECT] = (float)correct;
         tail[TAIL_STOP] = signals_pending() ? 1.0f : 0.0f;
-        mlp_backward(m, b, overlap);
+        model_backward(m, b, overlap);
         /* the sums: tail_sum gets the step's loss, correct count and stop flag over every rank */
         const int log_diag = diag_due(&t->diag, t->position[2]);
         const int sharded = t->gs.on && !log_diag; /* diagnostics read the whole gradient */
-        float tail_sum[MLP_GRAD_TAIL];
+        float tail_sum[MODEL_GRAD_TAIL];
         if (sharded) {
             gradsync_reduce(&t->gs, m, tail_sum);
         } else if (overlap) {
@@ -222,7 +236,7 @@ static epoch_status train_epoch(trainer *t, int *steps_run, bn_err *e) {
             }
             comm_isum_wait(T_GRAD_COMM);
         } else {
-            comm_allreduce_sum_f32(m->grads, n + MLP_GRAD_TAIL, COMM_WORLD_GROUP, T_GRAD_COMM);
+            comm_allreduce_sum_f32(m->grads, n + MODEL_GRAD_TAIL, COMM_WORLD_GROUP, T_GRAD_COMM);
         }
         if (!sharded) memcpy(tail_sum, tail, sizeof tail_sum);
         const double step_loss = tail_sum[TAIL_LOSS] / G, step_acc = tail_sum[TAIL_CORRECT] / G;
@@ -252,7 +266,7 @@ static epoch_status train_epoch(trainer *t, int *steps_run, bn_err *e) {
         watchdog_at(t->position[0], t->position[2]);
         run_test_hooks(t);
         if (t->progress && (bn_now() - last_progress > 0.2 || s + 1 == steps)) {
-            progress_bar(t, epoch, s + 1, step_loss);
+            progress_bar(t, epoch, s + 1, first_step, step_loss, t0);
             last_progress = bn_now();
         }
         if (tail_sum[TAIL_STOP] > 0) return EPOCH_STOPPED;
@@ -266,14 +280,14 @@ static epoch_status train_epoch(trainer *t, int *steps_run, bn_err *e) {
 
 /* steps_run: the steps this process ran (fewer than steps_per_epoch in the
  * epoch a run resumed in mid-way). */
-static int finish_epoch(trainer *t, double t0, int steps_run, bn_err *e) {
+static int finish_epoch(trainer *t, double t0, double run_start, int steps_run, bn_err *e) {
     const int steps = t->samp.steps_per_epoch, G = t->cfg.global_batch;
     const double train_s = bn_now() - t0;
     epoch_row row = {.epoch = (int32_t)t->position[0], .lr = t->opt.lr};
     row.train_loss = t->epoch_sums[0] / ((double)steps * G);
     row.train_acc = t->epoch_sums[1] / ((double)steps * G);
     if (t->cfg.bn_eval == BN_EVAL_RECOMPUTE && t->cfg.bn != BN_NONE) recompute_bn_statistics(t);
-    else mlp_prepare_eval(&t->model);
+    else model_prepare_eval(&t->model);
     eval_result val = evaluate(t, &t->data.train_images, &t->data.train_labels, t->data.val_idx, t->data.n_val);
     row.val_loss = val.loss;
     row.val_acc = val.acc;
@@ -287,10 +301,18 @@ static int finish_epoch(trainer *t, double t0, int steps_run, bn_err *e) {
     if (flush_metrics(t, e) != BN_OK) return BN_ERR;
     if (t->progress) printf("\r\033[K");
     if (t->show) {
+        /* the run's time left: this process's mean epoch so far, times the epochs to go */
+        char eta[48] = "";
+        const int done_here = row.epoch - t->first_epoch + 1, to_go = t->cfg.epochs - row.epoch;
+        if (to_go > 0) {
+            char d[32];
+            duration_text((bn_now() - run_start) / done_here * to_go, d, sizeof d);
+            snprintf(eta, sizeof eta, "  ~%s left", d);
+        }
         printf("epoch %*d/%d  loss %.4f acc %6.2f%%  val_loss %.4f val_acc %6.2f%%  %8.0f samples/s  %6.2f s "
-               "(comm %4.1f%%)\n",
+               "(comm %4.1f%%)%s\n",
                t->cfg.epochs >= 10 ? 2 : 1, row.epoch, t->cfg.epochs, row.train_loss, 100 * row.train_acc,
-               row.val_loss, 100 * row.val_acc, row.samples_per_s, row.time_s, 100 * row.comm_s / row.time_s);
+               row.val_loss, 100 * row.val_acc, row.samples_per_s, row.time_s, 100 * row.comm_s / row.time_s, eta);
         fflush(stdout);
     }
     t->position[0]++;
@@ -304,6 +326,7 @@ int train_run(trainer *t) {
     const double run_start = bn_now();
     signals_install();
     watchdog_at(t->position[0], t->position[2]);
+    t->first_epoch = (int)t->position[0];
     while (t->position[0] <= t->cfg.epochs) {
         bn_timers_reset();
         const double t0 = bn_now();
@@ -325,7 +348,7 @@ int train_run(trainer *t) {
                         (long long)t->position[0], (long long)t->position[1], t->checkpoint, t->checkpoint);
             comm_exit(BN_EXIT_STOPPED, NULL);
         }
-        if (finish_epoch(t, t0, steps_run, &e) != BN_OK) comm_exit(EXIT_RUNTIME, e.msg);
+        if (finish_epoch(t, t0, run_start, steps_run, &e) != BN_OK) comm_exit(EXIT_RUNTIME, e.msg);
     }
     const double total_s = bn_now() - run_start;
     eval_result test = evaluate(t, &t->data.test_images, &t->data.test_labels, t->data.test_idx, t->data.n_test);

@@ -13,9 +13,10 @@
 
 #include "bnmpi/batchnorm.h"
 #include "bnmpi/comm.h"
+#include "bnmpi/dataset.h"
 #include "bnmpi/dense.h"
 #include "bnmpi/loss.h"
-#include "bnmpi/mlp.h"
+#include "bnmpi/model.h"
 #include "bnmpi/rng.h"
 
 static bn_rng rng;
@@ -62,7 +63,7 @@ static void check_dense_against_ref(int B, int in, int out) {
     free(dw), free(db), free(dw_ref), free(db_ref);
 }
 
-/* The overlapped backward (mlp.c) builds dW from row blocks and db on its own:
+/* The overlapped backward (layer_dense.c) builds dW from row blocks and db on its own:
  * uneven blocks that tile the rows give the reference's dW and db. */
 static void test_dense_row_blocks_match_reference(void **state) {
     (void)state;
@@ -266,10 +267,12 @@ static void test_softmax_xent(void **state) {
     free(c.logits), free(d);
 }
 
-/* The whole MLP: analytic gradients of the mean loss against central
- * differences, for every BN placement (local statistics, one rank). */
+/* The whole model: analytic gradients of the mean loss against central
+ * differences, for every BN placement (local statistics, one rank): an MLP,
+ * and a convnet whose BN is spatial (over every position), also in ghost
+ * batches. */
 typedef struct {
-    mlp m;
+    model m;
     uint8_t labels[8];
     int B;
 } mlp_ctx;
@@ -277,31 +280,41 @@ typedef struct {
 static double mlp_loss(void *p) {
     mlp_ctx *c = p;
     long correct = 0;
-    return softmax_xent(NULL, mlp_forward_train(&c->m, c->B), c->labels, c->B, MLP_OUT, 0, &correct) / c->B;
+    return softmax_xent(NULL, model_forward_train(&c->m, c->B), c->labels, c->B, MODEL_OUT, 0, &correct) / c->B;
 }
 
-static void check_mlp_gradient(int bn, int place) {
+/* shift moves every ReLU input up (conv and dense biases, BN's beta) so
+ * that few of a convnet's thousands of ReLUs sit at a kink a step can cross;
+ * the gradient flows through the same code either way. The CNNs pool the
+ * image to 7x7 first, which keeps their ReLU and pooling kinks few. */
+static void check_model_gradient(const char *arch, const char *hidden, int bn, int place, int ghost, int B, float h,
+                                 float shift) {
     bn_config cfg = {0};
-    cfg.n_hidden = 2;
-    cfg.hidden_sizes[0] = 6;
-    cfg.hidden_sizes[1] = 5;
+    bn_err e;
+    assert_int_equal(arch_parse(&cfg.net, arch, hidden, &e), BN_OK);
     cfg.bn = bn;
     cfg.bn_place = place;
     cfg.bn_eps = 1e-3;
     cfg.bn_momentum = 0.99;
-    mlp_ctx c = {.B = 8};
-    mlp_init(&c.m, &cfg, c.B);
-    mlp_init_params(&c.m, 7, 1.0);
-    for (size_t i = 0; i < (size_t)c.B * MLP_IN; i++) c.m.x[i] = rng_uniform_sym(&rng, 1);
+    cfg.ghost_batch = ghost;
+    mlp_ctx c = {.B = B};
+    model_init(&c.m, &cfg, c.B);
+    model_init_params(&c.m, 7, 1.0);
+    for (size_t i = 0; i < (size_t)c.B * MNIST_PIXELS; i++) c.m.x[i] = rng_uniform_sym(&rng, 1);
     for (int i = 0; i < c.B; i++) c.labels[i] = (uint8_t)rng_below(&rng, 10);
     /* gamma and beta away from 1 and 0 so their gradients are exercised */
     for (int i = 0; i < c.m.n_views; i++)
         if (strstr(c.m.views[i].name, "gamma") || strstr(c.m.views[i].name, "beta"))
-            for (size_t j = 0; j < c.m.views[i].count; j++) mlp_param(&c.m, i)[j] += rng_uniform_sym(&rng, 0.5f);
+            for (size_t j = 0; j < c.m.views[i].count; j++) model_param(&c.m, i)[j] += rng_uniform_sym(&rng, 0.5f);
+    for (int i = 0; i < c.m.n_views; i++) {
+        const char *name = c.m.views[i].name, *dot = strrchr(name, '.');
+        if (shift != 0 && dot && (!strcmp(dot, ".beta") || !strcmp(dot, ".b"))) /* the output's: softmax ignores it */
+            for (size_t j = 0; j < c.m.views[i].count; j++) model_param(&c.m, i)[j] += shift;
+    }
     long correct = 0;
     memset(c.m.grads, 0, sizeof(float) * c.m.n_params);
-    softmax_xent(c.m.dbuf[0], mlp_forward_train(&c.m, c.B), c.labels, c.B, MLP_OUT, 1.0f / c.B, &correct);
-    mlp_backward(&c.m, c.B, 0);
+    softmax_xent(c.m.dbuf[0], model_forward_train(&c.m, c.B), c.labels, c.B, MODEL_OUT, 1.0f / c.B, &correct);
+    model_backward(&c.m, c.B, 0);
     float *analytic = bn_alloc_floats(c.m.n_params);
     memcpy(analytic, c.m.grads, sizeof(float) * c.m.n_params);
     /* every tensor: a few entries each (dense0.W has 4704; every 20th is
@@ -310,11 +323,11 @@ static void check_mlp_gradient(int bn, int place) {
      * a difference that changes with the step size, and are skipped. */
     int checked = 0, skipped = 0;
     for (int v = 0; v < c.m.n_views; v++) {
-        const mlp_view *view = &c.m.views[v];
+        const model_view *view = &c.m.views[v];
         if (view->buffer != VIEW_PARAM) continue;
         for (size_t j = 0; j < view->count; j += view->count > 64 ? view->count / 20 : 1) {
-            float *p = mlp_param(&c.m, v) + j;
-            double n1 = numeric_grad(p, mlp_loss, &c, 4e-3f), n2 = numeric_grad(p, mlp_loss, &c, 2e-3f);
+            float *p = model_param(&c.m, v) + j;
+            double n1 = numeric_grad(p, mlp_loss, &c, 2 * h), n2 = numeric_grad(p, mlp_loss, &c, h);
             checked++;
             if (fabs(n1 - n2) > 0.01 * fmax(fabs(n1), fabs(n2)) + 1e-4) {
                 skipped++;
@@ -327,12 +340,16 @@ static void check_mlp_gradient(int bn, int place) {
     assert_true(checked > 100);
     assert_true(skipped * 10 <= checked);
     free(analytic);
-    mlp_free(&c.m);
+    model_free(&c.m);
 }
 
-static void test_mlp_gradient_no_bn(void **s) { (void)s; check_mlp_gradient(BN_NONE, BN_AFTER_RELU); }
-static void test_mlp_gradient_bn_after(void **s) { (void)s; check_mlp_gradient(BN_LOCAL, BN_AFTER_RELU); }
-static void test_mlp_gradient_bn_before(void **s) { (void)s; check_mlp_gradient(BN_LOCAL, BN_BEFORE_RELU); }
+static void test_mlp_gradient_no_bn(void **s) { (void)s; check_model_gradient("", "6,5", BN_NONE, BN_AFTER_RELU, 0, 8, 2e-3f, 0); }
+static void test_mlp_gradient_bn_after(void **s) { (void)s; check_model_gradient("", "6,5", BN_LOCAL, BN_AFTER_RELU, 0, 8, 2e-3f, 0); }
+static void test_mlp_gradient_bn_before(void **s) { (void)s; check_model_gradient("", "6,5", BN_LOCAL, BN_BEFORE_RELU, 0, 8, 2e-3f, 0); }
+static void test_cnn_gradient_no_bn(void **s) { (void)s; check_model_gradient("pool,pool,conv2,conv3k5,pool,dense4", "", BN_NONE, BN_AFTER_RELU, 0, 4, 1e-3f, 2); }
+static void test_cnn_gradient_bn_after(void **s) { (void)s; check_model_gradient("pool,pool,conv2,conv3k5,pool,dense4", "", BN_LOCAL, BN_AFTER_RELU, 0, 4, 1e-3f, 2); }
+static void test_cnn_gradient_bn_before(void **s) { (void)s; check_model_gradient("pool,pool,conv2,conv3k5,pool,dense4", "", BN_LOCAL, BN_BEFORE_RELU, 0, 4, 1e-3f, 2); }
+static void test_cnn_gradient_ghost(void **s) { (void)s; check_model_gradient("pool,pool,conv2,pool,dense4", "", BN_LOCAL, BN_BEFORE_RELU, 2, 4, 1e-3f, 2); }
 
 /* --bn-eval recompute at one rank: the first BN layer's input is the dense
  * output z = x W^T + b, whatever BN does, so its population statistics are a
@@ -341,41 +358,43 @@ static void test_population_statistics(void **state) {
     (void)state;
     enum { B = 16, BATCHES = 5, H = 7 };
     bn_config cfg = {0};
-    cfg.n_hidden = 1;
-    cfg.hidden_sizes[0] = H;
+    bn_err e;
+    assert_int_equal(arch_parse(&cfg.net, "", "7", &e), BN_OK);
     cfg.bn = BN_LOCAL;
     cfg.bn_group = 1;
     cfg.bn_place = BN_BEFORE_RELU;
     cfg.bn_eps = 1e-3;
     cfg.bn_momentum = 0.99;
-    mlp m;
-    mlp_init(&m, &cfg, B);
-    mlp_init_params(&m, 3, 1.0);
-    float *all = bn_alloc_floats((size_t)B * BATCHES * MLP_IN), *z = bn_alloc_floats((size_t)B * BATCHES * H);
-    for (size_t i = 0; i < (size_t)B * BATCHES * MLP_IN; i++) all[i] = rng_uniform_sym(&rng, 1) + 0.5f;
+    model m;
+    model_init(&m, &cfg, B);
+    model_init_params(&m, 3, 1.0);
+    float *all = bn_alloc_floats((size_t)B * BATCHES * MNIST_PIXELS), *z = bn_alloc_floats((size_t)B * BATCHES * H);
+    for (size_t i = 0; i < (size_t)B * BATCHES * MNIST_PIXELS; i++) all[i] = rng_uniform_sym(&rng, 1) + 0.5f;
     float running_before[2 * H];
     memcpy(running_before, m.state, sizeof running_before);
-    mlp_population_reset(&m);
+    model_population_reset(&m);
     for (int k = 0; k < BATCHES; k++) {
-        memcpy(m.x, all + (size_t)k * B * MLP_IN, sizeof(float) * B * MLP_IN);
-        mlp_population_add(&m, B);
+        memcpy(m.x, all + (size_t)k * B * MNIST_PIXELS, sizeof(float) * B * MNIST_PIXELS);
+        model_population_add(&m, B);
         assert_memory_equal(m.state, running_before, sizeof running_before); /* untouched during the pass */
     }
-    mlp_population_finish(&m);
-    dense_forward_ref(z, all, mlp_param(&m, m.w[0]), mlp_param(&m, m.b[0]), B * BATCHES, MLP_IN, H);
+    model_population_finish(&m);
+    dense_forward_ref(z, all, model_param(&m, model_find_view(&m, "dense0.W")),
+                      model_param(&m, model_find_view(&m, "dense0.b")), B * BATCHES, MNIST_PIXELS, H);
+    const int rmean = model_find_view(&m, "bn0.running_mean"), rvar = model_find_view(&m, "bn0.running_var");
     const int N = B * BATCHES;
     for (int j = 0; j < H; j++) {
         double mean = 0, m2 = 0;
         for (int i = 0; i < N; i++) mean += z[i * H + j];
         mean /= N;
         for (int i = 0; i < N; i++) m2 += (z[i * H + j] - mean) * (z[i * H + j] - mean);
-        const float *rm = mlp_param(&m, m.rmean[0]), *rv = mlp_param(&m, m.rvar[0]);
+        const float *rm = model_param(&m, rmean), *rv = model_param(&m, rvar);
         assert_true(fabs(rm[j] - mean) <= 1e-5 * fmax(1, fabs(mean)));
         assert_true(fabs(rv[j] - m2 / (N - 1)) <= 1e-5 * (m2 / (N - 1)));
-        assert_true(m.eval_state[m.views[m.rvar[0]].offset + j] == rv[j]);
+        assert_true(model_eval_state(&m, rvar)[j] == rv[j]);
     }
     free(all), free(z);
-    mlp_free(&m);
+    model_free(&m);
 }
 
 int main(int argc, char **argv) {
@@ -389,6 +408,8 @@ int main(int argc, char **argv) {
         cmocka_unit_test(test_softmax_xent),
         cmocka_unit_test(test_population_statistics),            cmocka_unit_test(test_mlp_gradient_no_bn),
         cmocka_unit_test(test_mlp_gradient_bn_after),   cmocka_unit_test(test_mlp_gradient_bn_before),
+        cmocka_unit_test(test_cnn_gradient_no_bn),      cmocka_unit_test(test_cnn_gradient_bn_after),
+        cmocka_unit_test(test_cnn_gradient_bn_before),  cmocka_unit_test(test_cnn_gradient_ghost),
     };
     int failed = cmocka_run_group_tests(tests, NULL, NULL);
     comm_exit(failed ? 1 : 0, NULL);

@@ -15,7 +15,8 @@
 
 #include "bnmpi/batchnorm.h"
 #include "bnmpi/comm.h"
-#include "bnmpi/mlp.h"
+#include "bnmpi/loss.h"
+#include "bnmpi/model.h"
 #include "bnmpi/rng.h"
 
 enum { LOCAL_B = 16, C = 24 };
@@ -147,25 +148,83 @@ static void test_group_of_two(void **state) {
     free(x), free(dy), free(y_ref), free(h_ref), free(dx_ref), free(y), free(h), free(dx);
 }
 
+/* Spatial BN in a convnet (conv4, BN before ReLU): every statistic pools
+ * every sample and position of the BN batch. Sync over P ranks at local
+ * batch b equals one rank's BN over the P*b images: BN outputs, the
+ * gradient BN hands back (seen through conv0.W's gradient, summed over
+ * ranks) and the running statistics, Bessel-corrected with P*b*28*28 rows.
+ * Pixels are 1000 + U(-1.7, 1.7), so the conv outputs' mean is ~1000x their spread. */
+static void test_spatial_sync_equals_one_big_batch(void **state) {
+    (void)state;
+    enum { B = 2, HW = 28 * 28 };
+    const int P = comm_size(), rank = comm_rank(), N = P * B;
+    bn_config cfg = {0};
+    bn_err e;
+    assert_int_equal(arch_parse(&cfg.net, "conv4", "", &e), BN_OK);
+    cfg.bn = BN_SYNC;
+    cfg.bn_place = BN_BEFORE_RELU;
+    cfg.bn_eps = 1e-3;
+    cfg.bn_momentum = 0.9;
+    cfg.batch = N;
+    model ref;
+    model_init(&ref, &cfg, N); /* sync off: bn_group 1 */
+    cfg.bn_group = P;
+    cfg.batch = B;
+    model syn;
+    model_init(&syn, &cfg, B);
+    assert_int_equal(comm_set_bn_group(P, &e), BN_OK);
+    model_init_params(&ref, 5, 1.0);
+    model_init_params(&syn, 5, 1.0);
+    bn_rng r;
+    rng_seed(&r, 77, 3, 0);
+    for (size_t i = 0; i < (size_t)N * HW; i++) ref.x[i] = 1000.0f + rng_uniform_sym(&r, 1.7f);
+    memcpy(syn.x, ref.x + (size_t)rank * B * HW, sizeof(float) * B * HW);
+    uint8_t labels[64];
+    for (int i = 0; i < N; i++) labels[i] = (uint8_t)(i % 10);
+    long correct = 0;
+    memset(ref.grads, 0, sizeof(float) * ref.n_params);
+    memset(syn.grads, 0, sizeof(float) * syn.n_params);
+    softmax_xent(ref.dbuf[0], model_forward_train(&ref, N), labels, N, MODEL_OUT, 1.0f / N, &correct);
+    softmax_xent(syn.dbuf[0], model_forward_train(&syn, B), labels + rank * B, B, MODEL_OUT, 1.0f / N, &correct);
+    model_backward(&ref, N, 0);
+    model_backward(&syn, B, 0);
+    const int bn_at = 1; /* conv0, bn0, relu0, dense0 */
+    assert_string_equal(syn.layers[bn_at].kind->name, "bn");
+    const size_t n = (size_t)B * HW * 4;
+    const double ey = rel_diff(syn.layers[bn_at].y, ref.layers[bn_at].y + (size_t)rank * n, n);
+    comm_allreduce_sum_f32(syn.grads, syn.n_params, COMM_WORLD_GROUP, T_GRAD_COMM);
+    const int w = model_find_view(&syn, "conv0.W"), rv = model_find_view(&syn, "bn0.running_var");
+    const double edw = rel_diff(model_grad(&syn, w), model_grad(&ref, w), syn.views[w].count);
+    const double erv = rel_diff(model_param(&syn, rv), model_param(&ref, rv), 4);
+    print_message("P=%d spatial: outputs rel %.2e, conv0.W gradient rel %.2e, running var rel %.2e\n", P, ey, edw,
+                  erv);
+    assert_true(ey <= 1e-5);
+    assert_true(edw <= 1e-4);
+    assert_true(erv <= 1e-5);
+    model_free(&ref);
+    model_free(&syn);
+}
+
 static void test_local_eval_statistics(void **state) {
     (void)state;
     const int P = comm_size(), rank = comm_rank();
     bn_config cfg = {0};
-    cfg.n_hidden = 1;
-    cfg.hidden_sizes[0] = 3;
+    bn_err e;
+    assert_int_equal(arch_parse(&cfg.net, "", "3", &e), BN_OK);
     cfg.bn = BN_LOCAL;
     cfg.bn_eps = 1e-3;
     cfg.bn_momentum = 0.99;
-    mlp m;
-    mlp_init(&m, &cfg, 4);
-    float *mean = mlp_param(&m, m.rmean[0]), *var = mlp_param(&m, m.rvar[0]);
+    model m;
+    model_init(&m, &cfg, 4);
+    const int rmean = model_find_view(&m, "bn0.running_mean"), rvar = model_find_view(&m, "bn0.running_var");
+    float *mean = model_param(&m, rmean), *var = model_param(&m, rvar);
     /* rank r holds means r + j and variances 1 + r */
     for (int j = 0; j < 3; j++) {
         mean[j] = (float)(rank + j);
         var[j] = (float)(1 + rank);
     }
-    mlp_prepare_eval(&m);
-    const float *em = m.eval_state + m.views[m.rmean[0]].offset, *ev = m.eval_state + m.views[m.rvar[0]].offset;
+    model_prepare_eval(&m);
+    const float *em = model_eval_state(&m, rmean), *ev = model_eval_state(&m, rvar);
     /* mean of r+j over r = (P-1)/2 + j; mean variance (P+1)/2 plus the variance of 0..P-1, (P^2-1)/12 */
     for (int j = 0; j < 3; j++) {
         assert_float_equal(em[j], (P - 1) / 2.0 + j, 1e-6);
@@ -176,7 +235,7 @@ static void test_local_eval_statistics(void **state) {
         assert_true(comm_max_f64(em[j]) == -comm_max_f64(-em[j]));
         assert_true(comm_max_f64(ev[j]) == -comm_max_f64(-ev[j]));
     }
-    mlp_free(&m);
+    model_free(&m);
 }
 
 int main(int argc, char **argv) {
@@ -184,6 +243,7 @@ int main(int argc, char **argv) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_sync_equals_one_big_batch),
         cmocka_unit_test(test_group_of_two),
+        cmocka_unit_test(test_spatial_sync_equals_one_big_batch),
         cmocka_unit_test(test_local_eval_statistics),
     };
     /* every rank runs the tests (they are collective); rank 0 reports */

@@ -16,7 +16,7 @@
 #include <stdio.h>
 
 #include "bnmpi/common.h"
-#include "bnmpi/mlp.h"
+#include "bnmpi/model.h"
 #include "bnmpi/options.h"
 
 typedef struct {
@@ -31,7 +31,7 @@ typedef struct {
 int bn_blocks_init(bn_blocks *b, const bn_config *c, int rank, bn_err *e);
 /* At the start of step s (from 0) of an epoch (from 1) and, with s = steps_per_epoch, after
  * its last step: closes a whole block and sets the BN layers' mode for the next. */
-void bn_blocks_at(bn_blocks *b, mlp *m, int epoch, int s);
+void bn_blocks_at(bn_blocks *b, model *m, int epoch, int s);
 void bn_blocks_close(bn_blocks *b);
 
 #endif

@@ -12,7 +12,7 @@ void dense_backward(float *dx, float *dw, float *db, const float *dy, const floa
                     int B, int in, int out);
 
 /* dense_backward's gradient pieces, for callers that interleave other work
- * (the overlapped allreduce in mlp.c): db += the column sums of dy;
+ * (the overlapped allreduce in layer_dense.c): db += the column sums of dy;
  * rows [r0, r1) of dW += dy[:, r0:r1]^T x. */
 void dense_backward_bias(float *db, const float *dy, int B, int out);
 void dense_backward_weight_rows(float *dw, const float *dy, const float *x, int B, int in, int out, int r0, int r1);

@@ -1,9 +1,10 @@
 /* diagnostics.h: per-layer measurements for testing claims about BN
  * (--diagnostics N: every N steps; off by default, and nothing runs when off).
  *
- * For each hidden layer l, at the BN input (the dense output before the ReLU
- * with --bn-place before, after the ReLU with after; the same place when
- * --bn none, where BN would be):
+ * For each hidden conv or dense layer l, at the BN input (the layer's output
+ * before the ReLU with --bn-place before, after the ReLU with after; the same
+ * place when --bn none, where BN would be), over every row of the global
+ * batch (B samples, or B*H*W positions after a convolution):
  *   act_mean, act_var   mean over units of the per-unit mean and variance over
  *                       the global batch (Ioffe & Szegedy's "internal
  *                       covariate shift" is their change);
@@ -16,7 +17,8 @@
  *                       over units (about 1/sqrt(BN batch) for independent
  *                       samples); NaN when a step has a single BN batch
  *                       (sync) or no BN;
- * and for every dense layer (0..n_hidden): grad_norm, weight_norm, update_norm
+ * and for every conv and dense layer (0..n_hidden, the output layer last):
+ * grad_norm, weight_norm, update_norm
  * (L2 norms of its weight matrix's global gradient, of the weights after the
  * step, and of the step's change to them). Per log, the seconds spent in the
  * gradient allreduce and in BN collectives since the previous log. */
@@ -25,7 +27,7 @@
 
 #include <stdint.h>
 
-#include "bnmpi/mlp.h"
+#include "bnmpi/model.h"
 
 typedef struct {
     int64_t step;
@@ -55,11 +57,11 @@ void diag_free(diagnostics *d);
 /* Whether the step after `done` steps is logged. */
 int diag_due(const diagnostics *d, int64_t done);
 /* Call before the optimizer update of a logged step (after the allreduce). */
-void diag_before_update(diagnostics *d, const mlp *m);
-/* Call after it: fills rows[0..n_hidden] (one per dense layer; act_* and
- * bn_noise are NaN for the output layer) and *comm. Collective. B is the
- * local batch, ghost the ghost batch (0 = none). */
-void diag_measure(diagnostics *d, mlp *m, int B, int ghost, int64_t step, int epoch, diag_layer_row *rows,
+void diag_before_update(diagnostics *d, const model *m);
+/* Call after it: fills rows[0..n_hidden] (one per conv or dense layer; act_*
+ * and bn_noise are NaN for the output layer) and *comm. Collective. B is the
+ * local batch in samples, ghost the ghost batch in samples (0 = none). */
+void diag_measure(diagnostics *d, model *m, int B, int ghost, int64_t step, int epoch, diag_layer_row *rows,
                   diag_comm_row *comm);
 
 #endif

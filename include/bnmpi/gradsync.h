@@ -2,7 +2,7 @@
  * (--reduce node).
  *
  * The node holds one copy of the parameters and of the optimizer state, and
- * one gradient slot (n_params + MLP_GRAD_TAIL floats) per node rank, all in
+ * one gradient slot (n_params + MODEL_GRAD_TAIL floats) per node rank, all in
  * MPI-3 shared windows. A step, on node rank r of P:
  *   backward adds into slot r                    (the rank's own gradient)
  *   fence
@@ -22,7 +22,7 @@
 
 #include <stddef.h>
 
-#include "bnmpi/mlp.h"
+#include "bnmpi/model.h"
 #include "bnmpi/optim.h"
 
 #define GRADSYNC_MAX_NODE_RANKS 256
@@ -37,14 +37,14 @@ typedef struct {
 /* Moves the model's parameters and gradients and the optimizer's state into
  * node-shared memory (their earlier contents are dropped: call before the
  * parameters are set). Collective. */
-void gradsync_init(gradsync *g, mlp *m, optimizer *o);
+void gradsync_init(gradsync *g, model *m, optimizer *o);
 /* After backward: the shard sum and the tails, as above (the first fence
  * included). tail_out gets the global sums of the tail. */
-void gradsync_reduce(gradsync *g, const mlp *m, float tail_out[MLP_GRAD_TAIL]);
+void gradsync_reduce(gradsync *g, const model *m, float tail_out[MODEL_GRAD_TAIL]);
 /* The update of this rank's shard, then the closing fence. With full_sum the
  * caller has summed the whole slot itself (an MPI_Allreduce, for diagnostics
  * that read the whole gradient and the parameters before the update): a fence
  * comes first, and the rest of the slot is zeroed here. */
-void gradsync_update(gradsync *g, mlp *m, optimizer *o, int full_sum);
+void gradsync_update(gradsync *g, model *m, optimizer *o, int full_sum);
 
 #endif

@@ -24,6 +24,7 @@ typedef struct {
     const char *start_time;     /* ISO 8601 */
     const char *sha256[4];      /* train images, train labels, test images, test labels */
     const char *run_id;         /* random hex, drawn when a run starts and kept across resumes */
+    size_t n_params;            /* trainable parameters of the model */
 } run_facts;
 #define RUN_ID_LEN 32           /* hex digits */
 

@@ -11,7 +11,7 @@
 
 #include <stdint.h>
 
-#include "bnmpi/mlp.h"
+#include "bnmpi/model.h"
 #include "bnmpi/options.h"
 
 typedef struct {
@@ -29,9 +29,9 @@ void optim_init(optimizer *o, const bn_config *c, size_t n_params);
 void optim_free(optimizer *o);
 /* One update of every view of m with its gradient, zeroing the gradient as it
  * goes (backward adds into it; this saves a separate pass over it). */
-void optim_step(optimizer *o, mlp *m);
+void optim_step(optimizer *o, model *m);
 /* The same for parameters [lo, hi) only (a shard, gradsync.c); the step count
  * advances as for a whole step. */
-void optim_step_range(optimizer *o, mlp *m, size_t lo, size_t hi);
+void optim_step_range(optimizer *o, model *m, size_t lo, size_t hi);
 
 #endif

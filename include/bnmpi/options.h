@@ -5,9 +5,10 @@
 #define BNMPI_OPTIONS_H
 
 #include <stdio.h>
+#include "bnmpi/arch.h"
 #include "bnmpi/common.h"
 
-#define BN_MAX_HIDDEN 8
+#define BN_MAX_HIDDEN ARCH_MAX_LINEAR /* hidden conv and dense layers */
 #define BN_PATH 1024
 
 typedef enum { BN_NONE, BN_LOCAL, BN_SYNC } bn_mode;
@@ -33,6 +34,7 @@ typedef struct {
     int ghost_batch;         /* rows per ghost batch inside a rank's batch; 0 = off */
     int bn_eval;             /* bn_eval_kind */
     char hidden[128];        /* "256" or "512,256" */
+    char arch[256];          /* "" = the MLP of --hidden */
     int optimizer;           /* optim_kind */
     double lr;               /* 0 = the optimizer's default */
     int lr_scale;            /* lr_scale_kind */
@@ -64,8 +66,7 @@ typedef struct {
 
     /* resolved by options_resolve */
     int n_ranks;
-    int n_hidden;
-    int hidden_sizes[BN_MAX_HIDDEN];
+    arch_spec net;           /* the hidden layers, from --arch or --hidden */
     int bn_batch;            /* samples per BN statistic: ghost, or batch x bn_group */
     double lr_peak;          /* lr after --lr-scale: the rate after warm-up */
 } bn_config;
@@ -78,7 +79,7 @@ void options_defaults(bn_config *c);
 /* Fills defaults, parses argv. PARSE_EXIT_OK after --help/--version (text in
  * `out` already printed when print is set). Every rank parses; only print on one. */
 parse_result options_parse(bn_config *c, int argc, char **argv, int print, bn_err *e);
-/* Derives batch sizes, hidden list, lr default; checks them against n_ranks. */
+/* Derives batch sizes, the layers, lr default; checks them against n_ranks. */
 int options_resolve(bn_config *c, int n_ranks, bn_err *e);
 /* "  name  value" lines for every option, after resolve. */
 void options_print(const bn_config *c, FILE *f);

@@ -13,7 +13,7 @@
 #include "bnmpi/diagnostics.h"
 #include "bnmpi/gradsync.h"
 #include "bnmpi/metrics.h"
-#include "bnmpi/mlp.h"
+#include "bnmpi/model.h"
 #include "bnmpi/optim.h"
 #include "bnmpi/options.h"
 #include "bnmpi/sampler.h"
@@ -24,10 +24,12 @@ enum { STEP_COLS = 5 }; /* a row of steps: step, epoch, loss, acc, lr */
 typedef struct {
     bn_config cfg;
     int rank, size, threads;
+    int first_epoch;       /* the epoch this process started in (a resumed run's is later than 1) */
+    int eval_block;        /* samples per evaluation forward (--eval-batch, split to bound memory) */
     int show;              /* rank 0 and not --quiet */
     int progress;          /* show, and stdout is a terminal */
     dataset data;
-    mlp model;
+    model model;
     optimizer opt;
     gradsync gs;           /* --reduce node */
     sampler samp;

@@ -25,6 +25,8 @@ TMP = None
 # Open MPI refuses root without these; they belong to the test harness only.
 ENV = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1")
 QUICK = ["--epochs", "1", "--train-limit", "4096", "--global-batch", "64", "--quiet"]
+# the last commit with the fixed MLP struct: the layer list must train its MLPs bit for bit
+MLP_BASELINE = "024d842"
 
 
 def run(np_, *flags, expect=0, timeout=120, env=None):
@@ -695,6 +697,164 @@ def case_watchdog():
     run(2, *QUICK, "--watchdog", "2", "--metrics", os.path.join(TMP, "on.h5"))
 
 
+# --- convolutional networks -------------------------------------------------
+
+CNN = ["--arch", "conv4,pool,conv8,pool,dense16"]
+CNN_QUICK = ["--epochs", "1", "--train-limit", "1024", "--global-batch", "64", "--quiet", *CNN]
+
+
+def cnn_train(np_, name, *flags):
+    path = os.path.join(TMP, name + ".h5")
+    run(np_, *CNN_QUICK, "--metrics", path, *flags)
+    return path
+
+
+def rel_diff(a, b):
+    return float(np.max(np.abs(np.asarray(a) - np.asarray(b)) / np.maximum(np.abs(np.asarray(b)), 1e-30)))
+
+
+def case_cnn_np_invariance():
+    """A convnet with sync spatial BN (each statistic over every sample and
+    position of the global batch of 64) trains the same at np 1, 2 and 4:
+    per-step losses agree to 1e-4 relative; local BN at np=4 does not."""
+    runs = {np_: steps(cnn_train(np_, f"np{np_}", "--bn", "sync")) for np_ in (1, 2, 4)}
+    ref = runs[1]["loss"]
+    check(len(ref) == 1024 // 64, f"expected 16 steps, got {len(ref)}")
+    for np_ in (2, 4):
+        rel = rel_diff(runs[np_]["loss"], ref)
+        print(f"np={np_}: max relative step-loss difference to np=1: {rel:.2e}")
+        check(rel <= 1e-4, f"np={np_} step losses differ from np=1 by {rel:.2e} > 1e-4")
+    local4 = steps(cnn_train(4, "local4", "--bn", "local"))["loss"]
+    check(rel_diff(local4, ref) > 1e-3, "local BN at np=4 should differ from sync")
+    with h5py.File(cnn_train(2, "layout", "--bn", "sync"), "r") as f:
+        c = dict(f["config"].attrs)
+        check(c["arch"] == "conv4,pool,conv8,pool,dense16" and c["hidden"] == "", f"/config arch {c['arch']!r}")
+        check("conv3x3 28x28x4" in c["architecture"] and "pool 7x7x8" in c["architecture"], c["architecture"])
+        check(c["n_params"] == 4 * 9 + 4 + 8 * 36 + 8 + 392 * 16 + 16 + 16 * 10 + 10 + 2 * (4 + 8 + 16), f"n_params {c['n_params']}")
+
+
+def case_cnn_resume():
+    """A convnet's run stopped mid-epoch by a signal resumes bitwise (same
+    rows and final parameters as the uninterrupted run); a checkpoint from
+    np=2 resumes at np=4, its first steps agreeing to 1e-5."""
+    flags = [*CNN, "--train-limit", "1024", "--global-batch", "64", "--quiet", "--epochs", "2"]
+    full = os.path.join(TMP, "full.h5")
+    run(2, *flags, "--metrics", full)
+    part, ck = os.path.join(TMP, "part.h5"), os.path.join(TMP, "part.ckpt")
+    run(2, *flags, "--metrics", part, "--checkpoint", ck, "--checkpoint-every", "4", expect=75,
+        env={"BNMPI_SIGNAL_RANK": "1", "BNMPI_SIGNAL_STEP": "21"})
+    check(load_checkpoint(ck) == [2, 6, 22], f"stopped after the next step, at {load_checkpoint(ck)}")
+    run(2, "--resume", ck, "--quiet")
+    same_metrics(full, part, "convnet resumed mid-epoch")
+    el, ck4 = os.path.join(TMP, "elastic.h5"), os.path.join(TMP, "elastic.ckpt")
+    run(2, *flags, "--epochs", "1", "--metrics", el, "--checkpoint", ck4)
+    run(4, "--resume", ck4, "--epochs", "2", "--quiet")
+    la, lb = steps(full)["loss"], steps(el)["loss"]
+    check(len(la) == len(lb), "same number of steps")
+    rel = rel_diff(lb[16:21], la[16:21])
+    print(f"np 2 -> 4: max relative step-loss difference over the first 5 resumed steps {rel:.2e}")
+    check(rel < 1e-5, f"np 2 -> 4: resumed step losses differ by {rel:.2e}")
+
+
+def case_cnn_groups_and_ghosts():
+    """With the parameters held still (--lr 1e-30), each step's loss depends only
+    on which samples share a BN statistic. --bn-group 2 at np=4 is then two
+    independent 2-rank sync runs: its step k averages steps 2k and 2k+1 of a
+    2-rank run at global batch 32. Ghost batches of 8 at np=1 are BN over
+    8-sample slices, which is what --bn local at np=4 (8 per rank) computes."""
+    still = ["--lr", "1e-30"]
+    g4 = steps(cnn_train(4, "group", "--bn", "sync", "--bn-group", "2", *still))["loss"]
+    s2 = steps(cnn_train(2, "pairs", "--bn", "sync", "--global-batch", "32", *still))["loss"]
+    check(len(s2) == 2 * len(g4), f"{len(s2)} steps vs {len(g4)}")
+    rel = rel_diff(g4, (s2[0::2] + s2[1::2]) / 2)
+    print(f"--bn-group 2 at np=4 vs two 2-rank runs: max relative step-loss difference {rel:.2e}")
+    check(rel <= 1e-5, f"group BN differs from independent 2-rank runs by {rel:.2e}")
+    sync4 = steps(cnn_train(4, "sync4", "--bn", "sync", *still))["loss"]
+    check(rel_diff(sync4, g4) > 1e-4, "groups of 2 should differ from one group of 4")
+    ghost = steps(cnn_train(1, "ghost", "--bn", "local", "--global-batch", "32", "--ghost-batch", "8", *still))["loss"]
+    local = steps(cnn_train(4, "local", "--bn", "local", "--global-batch", "32", *still))["loss"]
+    rel = rel_diff(ghost, local)
+    print(f"ghost 8 at np=1 vs local BN at np=4 x 8: max relative step-loss difference {rel:.2e}")
+    check(rel <= 1e-5, f"ghost batches differ from 8-sample BN slices by {rel:.2e}")
+    whole = steps(cnn_train(1, "whole", "--bn", "local", "--global-batch", "32", *still))["loss"]
+    check(rel_diff(whole, ghost) > 1e-4, "ghost batches should differ from BN over the whole batch")
+
+
+def case_cnn_options():
+    """Every BN option runs for a convnet: recomputed evaluation statistics,
+    local evaluation statistics, diagnostics (one row per conv and dense
+    layer); and a bad --arch gets one line naming the token, exit 2."""
+    rc = cnn_train(2, "recompute", "--bn", "sync", "--bn-eval", "recompute", "--epochs", "2")
+    with h5py.File(rc, "r") as f:
+        check(f["summary"].attrs["test_acc"] > 0.5, f"recompute: test accuracy {f['summary'].attrs['test_acc']}")
+    lo = cnn_train(2, "local", "--bn", "local", "--bn-place", "before", "--epochs", "2")
+    with h5py.File(lo, "r") as f:
+        check(np.all(np.isfinite(f["epochs"]["val_loss"])), "local evaluation statistics")
+    dg = cnn_train(2, "diag", "--diagnostics", "4", "--bn", "local", "--ghost-batch", "8")
+    with h5py.File(dg, "r") as f:
+        rows = f["diagnostics/layers"][:]
+        check(sorted(set(rows["layer"])) == [0, 1, 2, 3], f"diagnostics layers {sorted(set(rows['layer']))}")
+        hidden = rows[rows["layer"] < 3]
+        check(np.all(np.isfinite(hidden["act_var"])) and np.all(hidden["bn_noise"] > 0), "diagnostics values")
+    cases = [
+        ("conv32,poo,dense8", "'poo' (layer 2) is not a layer"),
+        ("conv0", "'conv0' (layer 1): expected convC"),
+        ("conv5000", "'conv5000' (layer 1): expected convC"),
+        ("conv8k4", "expected an odd kernel size"),
+        ("dense8,conv4", "conv4 (layer 2) after a dense layer"),
+        ("pool,pool,pool,pool,pool", "pool (layer 5) on a 1x1 map"),
+        ("conv4,,pool", "empty layer 2"),
+        (",".join(["conv2"] * 9), "at most 8 conv and dense layers"),
+        ("dense0", "'dense0' (layer 1): expected denseN"),
+    ]
+    for spec, needle in cases:
+        rc_, out, err, _ = run(2, *QUICK, "--arch", spec, expect=2)
+        line = one_error_line(err, spec)
+        check(needle in line, f"--arch {spec}: message {line!r} lacks {needle!r}")
+        print(f"ok --arch {spec}: {line}")
+    rc_, out, err, _ = run(2, *QUICK, "--arch", "dense8", "--hidden", "16", expect=2)
+    check("give one of them" in one_error_line(err, "arch+hidden"), err)
+    rc_, out, err, _ = run(2, *QUICK, *CNN, "--overlap", "2", "--reduce", "mpi", expect=2)
+    check("needs an MLP" in one_error_line(err, "overlap"), err)
+
+
+def case_mlp_unchanged():
+    """The layer list did not move the MLP: the last commit before it
+    (MLP_BASELINE, built here from git) and this build give bitwise the same
+    per-step rows and final parameters, on this machine, for several MLPs."""
+    base = os.path.join(TMP, "baseline")
+    tree = subprocess.run(["git", "-C", ARGS.source, "archive", MLP_BASELINE], capture_output=True)
+    if tree.returncode != 0:
+        print(f"SKIP: {ARGS.source} has no commit {MLP_BASELINE} (not a full clone): {tree.stderr.decode()[:200]}")
+        sys.exit(77)
+    os.makedirs(base)
+    subprocess.run(["tar", "-x", "-C", base], input=tree.stdout, check=True)
+    t0 = time.monotonic()
+    for cmd in (["cmake", "-S", base, "-B", base + "/build", "-DBNMPI_TESTS=OFF", "-DCMAKE_BUILD_TYPE=Release"],
+                ["cmake", "--build", base + "/build", "--target", "bnmpi", "-j", str(os.cpu_count() or 1)]):
+        p = subprocess.run(cmd, capture_output=True, text=True)
+        check(p.returncode == 0, f"building {MLP_BASELINE}: {' '.join(cmd)}\n{p.stdout[-2000:]}{p.stderr[-2000:]}")
+    print(f"built {MLP_BASELINE} in {time.monotonic() - t0:.0f} s")
+    old = base + "/build/bnmpi"
+    flags = ["--train-limit", "2048", "--epochs", "2", "--quiet", "--data", ARGS.data]
+    for i, (np_, extra) in enumerate(((2, []), (2, ["--bn", "local", "--bn-place", "before", "--checkpoint-every", "0"]),
+                       (1, ["--bn", "none", "--hidden", "512,256"]),
+                       (4, ["--optimizer", "sgd", "--momentum", "0.9", "--weight-decay", "1e-4", "--bn-group", "2"]),
+                       (2, ["--bn", "local", "--ghost-batch", "8", "--bn-eval", "recompute"]),
+                       (2, ["--reduce", "mpi", "--overlap", "4"]))):
+        got = {}
+        for name, exe in (("baseline", old), ("now", ARGS.bnmpi)):
+            path = os.path.join(TMP, f"{name}-{i}.h5")
+            cmd = [ARGS.mpiexec, "--oversubscribe", "-np", str(np_), exe, *flags, *extra, "--metrics", path]
+            p = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=300)
+            check(p.returncode == 0, f"{' '.join(cmd)}: exit {p.returncode}\n{p.stderr}")
+            with h5py.File(path, "r") as f:
+                got[name] = (f["steps"][:].tobytes(), f["summary"].attrs["params_sha256"],
+                             f["epochs"]["train_loss"][:].tobytes(), f["epochs"]["val_loss"][:].tobytes())
+        check(got["baseline"] == got["now"], f"np={np_} {extra}: per-step rows or parameters differ from {MLP_BASELINE}")
+        print(f"np={np_} {' '.join(extra) or '(defaults)'}: bitwise the same, parameters {got['now'][1][:16]}")
+
+
 def case_readonly_metrics_dir():
     """A metrics path in a directory this user cannot write: one line, exit 1.
     Root writes anywhere, so the run goes through a non-root user when the
@@ -799,6 +959,7 @@ def options(p):
     p.add_argument("--mpiexec", required=True)
     p.add_argument("--readme")
     p.add_argument("--data", help="the MNIST folder, for tests that make broken copies of it")
+    p.add_argument("--source", help="the source tree (a git checkout), for tests that build an older commit")
 
 
 def main():
