@@ -495,8 +495,10 @@ static void print_wrapped(FILE *f, const char *text, int col, int indent) {
 void options_help(FILE *f) {
     fprintf(f,
             "Usage: mpirun -np N bnmpi [options]\n"
-            "Data-parallel MLP training on MNIST with batch norm: none, local (per-rank\n"
-            "statistics) or sync (statistics over the global batch). Metrics go to HDF5.\n");
+            "Data-parallel training of an MLP (--hidden) or a convnet (--arch) on MNIST or\n"
+            "Fashion-MNIST with batch norm: none, local (per-rank statistics), sync\n"
+            "(statistics over the global batch), in groups of ranks or ghost batches; in a\n"
+            "convnet each statistic spans every position (spatial BN). Metrics go to HDF5.\n");
     for (int i = 0; i < N_OPTS; i++) {
         const opt_def *o = &table[i];
         char arg[64], text[512];

@@ -18,28 +18,7 @@
 #include "bnmpi/loss.h"
 #include "bnmpi/model.h"
 #include "bnmpi/rng.h"
-
-static bn_rng rng;
-
-static float *random_floats(size_t n, float scale) {
-    float *p = bn_alloc_floats(n);
-    for (size_t i = 0; i < n; i++) p[i] = rng_uniform_sym(&rng, scale);
-    return p;
-}
-
-static double max_abs(const float *a, size_t n) {
-    double m = 0;
-    for (size_t i = 0; i < n; i++) m = fmax(m, fabs(a[i]));
-    return m;
-}
-
-/* ||a - b||_inf / ||b||_inf */
-static double rel_diff(const float *a, const float *b, size_t n) {
-    double d = 0;
-    for (size_t i = 0; i < n; i++) d = fmax(d, fabs((double)a[i] - b[i]));
-    double s = max_abs(b, n);
-    return s > 0 ? d / s : d;
-}
+#include "check.h"
 
 static void check_dense_against_ref(int B, int in, int out) {
     float *x = random_floats((size_t)B * in, 1), *w = random_floats((size_t)out * in, 0.1f);
@@ -88,31 +67,6 @@ static void test_dense_matches_reference(void **state) {
     check_dense_against_ref(7, 13, 5);
     check_dense_against_ref(32, 784, 256);
     check_dense_against_ref(33, 256, 10);
-}
-
-/* L(y) = sum r_i y_i, computed in double, so dL/dy = r. */
-static double dot(const float *y, const float *r, size_t n) {
-    double s = 0;
-    for (size_t i = 0; i < n; i++) s += (double)y[i] * r[i];
-    return s;
-}
-
-/* Central difference of f at p[i]; f reads p. */
-typedef double (*loss_fn)(void *ctx);
-static double numeric_grad(float *p, loss_fn f, void *ctx, float h) {
-    float keep = *p;
-    *p = keep + h;
-    double up = f(ctx);
-    *p = keep - h;
-    double down = f(ctx);
-    *p = keep;
-    return (up - down) / (2.0 * ((double)(keep + h) - (double)(keep - h)) / 2.0);
-}
-
-static void assert_grad_close(double analytic, double numeric, const char *what, size_t i) {
-    double tol = 2e-2 * fmax(fabs(numeric), fabs(analytic)) + 2e-3;
-    if (fabs(analytic - numeric) > tol)
-        fail_msg("%s[%zu]: analytic %.6g vs numeric %.6g", what, i, analytic, numeric);
 }
 
 typedef struct {

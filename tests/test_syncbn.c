@@ -18,17 +18,9 @@
 #include "bnmpi/loss.h"
 #include "bnmpi/model.h"
 #include "bnmpi/rng.h"
+#include "check.h"
 
 enum { LOCAL_B = 16, C = 24 };
-
-static double rel_diff(const float *a, const float *b, size_t n) {
-    double d = 0, s = 0;
-    for (size_t i = 0; i < n; i++) {
-        d = fmax(d, fabs((double)a[i] - b[i]));
-        s = fmax(s, fabs((double)b[i]));
-    }
-    return s > 0 ? d / s : d;
-}
 
 /* Every rank builds the same global batch: channel j ~ 1000*(j+1) + U(-1.7, 1.7). */
 static void make_batch(float *x, float *dy, float *gamma, float *beta, int n) {
