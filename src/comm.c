@@ -8,6 +8,8 @@
 #include <string.h>
 
 static int world_rank, world_size;
+static int thread_level;             /* what MPI_Init_thread provided */
+static volatile int exiting;         /* comm_exit has begun: the watchdog stands down */
 static MPI_Comm node_comm = MPI_COMM_NULL;
 static MPI_Comm cross_comm = MPI_COMM_NULL; /* the ranks with this rank's node rank, one per node */
 static MPI_Comm bn_comm = MPI_COMM_NULL;
@@ -30,6 +32,10 @@ static void enter(const char *op, int timer) {
     waiting_op = op;
 }
 static void leave(void) { waiting_op = NULL; }
+
+int comm_exiting(void) { return exiting; }
+
+int comm_threads_multiple(void) { return thread_level == MPI_THREAD_MULTIPLE; }
 
 void comm_waiting_text(char *out, size_t n) {
     const char *op = waiting_op;
@@ -57,7 +63,8 @@ static void fatal_handler(const char *msg) {
 }
 
 void comm_init(int *argc, char ***argv) {
-    MPI_Init(argc, argv);
+    /* the watchdog thread may call MPI_Abort while the main thread waits in a collective */
+    MPI_Init_thread(argc, argv, MPI_THREAD_MULTIPLE, &thread_level);
     MPI_Comm_rank(MPI_COMM_WORLD, &world_rank);
     MPI_Comm_size(MPI_COMM_WORLD, &world_size);
     const char *test_node = getenv("BNMPI_TEST_NODE_SIZE");
@@ -330,6 +337,7 @@ int comm_share(int status, bn_err *e) { return share_on(MPI_COMM_WORLD, status, 
 
 _Noreturn void comm_exit(int code, const char *msg) {
     fflush(stdout);
+    exiting = 1;
     if (msg && world_rank == 0) fprintf(stderr, "bnmpi: %s\n", msg);
     fflush(stderr);
     if (bn_comm != MPI_COMM_NULL) MPI_Comm_free(&bn_comm);

@@ -29,6 +29,7 @@ static void *watch(void *arg) {
     for (;;) {
         nanosleep(&nap, NULL);
         const double idle = bn_now() - atomic_load_explicit(&last_kick, memory_order_relaxed);
+        if (comm_exiting()) return NULL; /* finalizing: nothing to watch */
         if (idle < limit) continue;
         char where[128], msg[BN_ERRLEN];
         comm_waiting_text(where, sizeof where);

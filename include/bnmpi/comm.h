@@ -13,7 +13,9 @@
 
 typedef enum { COMM_WORLD_GROUP, COMM_BN_GROUP } comm_group;
 
-/* MPI_Init, installs comm_fail as the fatal handler, builds the node communicator.
+/* MPI_Init_thread (asking for MPI_THREAD_MULTIPLE, so that the watchdog's
+ * thread may call MPI_Abort), installs comm_fail as the fatal handler,
+ * builds the node communicator.
  * Test hook: BNMPI_TEST_NODE_SIZE=k makes "nodes" of k consecutive ranks, so
  * one machine can test what spans nodes. */
 void comm_init(int *argc, char ***argv);
@@ -94,6 +96,10 @@ int comm_share(int status, bn_err *e);
 /* What this rank waits in, e.g. "MPI_Allreduce (gradient sum)", or that it
  * is in no collective. Safe to call from another thread (the watchdog). */
 void comm_waiting_text(char *out, size_t n);
+/* 1 once comm_exit has begun (the job is ending by itself). */
+int comm_exiting(void);
+/* 1 when MPI provided MPI_THREAD_MULTIPLE. */
+int comm_threads_multiple(void);
 
 /* Prints "bnmpi: MSG" on stderr of the calling rank, then MPI_Abort(1): ends
  * every rank within seconds. For errors the other ranks cannot know about. */
