@@ -34,3 +34,19 @@ def kill_ranks_then_mpirun(proc):
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(timeout=20)
+
+
+def run_with_timeout(cmd, env, cwd, timeout):
+    """subprocess.run in a session of its own, but on timeout every rank is
+    killed (then mpiexec) and the run counts as failed (returncode None)."""
+    proc = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+        code = proc.returncode
+    except subprocess.TimeoutExpired:
+        kill_ranks_then_mpirun(proc)
+        out, err = proc.communicate()
+        code = None
+        err += f"\n(timed out after {timeout:.0f} s; ranks killed)"
+    return subprocess.CompletedProcess(cmd, code, out, err)

@@ -19,13 +19,12 @@ import os
 import re
 import shutil
 import struct
-import subprocess
 import sys
 import tempfile
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "pylib"))
-from mpi_procs import kill_ranks_then_mpirun  # noqa: E402
+from mpi_procs import run_with_timeout  # noqa: E402
 
 ARGS = None
 QUICK = ["--train-limit", "1024", "--epochs", "2", "--global-batch", "64", "--quiet"]
@@ -131,22 +130,6 @@ def is_bnmpi_report(lines):
     return False
 
 
-def run_with_timeout(cmd, env, cwd):
-    """subprocess.run, but on timeout every rank is killed (then mpiexec) and
-    the run counts as failed (returncode None)."""
-    proc = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
-    try:
-        out, err = proc.communicate(timeout=ARGS.timeout)
-        code = proc.returncode
-    except subprocess.TimeoutExpired:
-        kill_ranks_then_mpirun(proc)
-        out, err = proc.communicate()
-        code = None
-        err += f"\n(timed out after {ARGS.timeout:.0f} s; ranks killed)"
-    return subprocess.CompletedProcess(cmd, code, out, err)
-
-
 def huge_header_data(tmp):
     """The data folder with t10k-images replaced by a header of 1 x 65536 x 32768 (no data)."""
     d = os.path.join(tmp, "huge-data")
@@ -176,7 +159,7 @@ def run_one(np_, prog, argv, expect, extra_env, tmp, logdir):
     hooks = " ".join(f"{k}={v}" for k, v in extra_env.items())
     print(f"$ {hooks + ' ' if hooks else ''}{' '.join(cmd)}", flush=True)
     t0 = time.monotonic()
-    p = run_with_timeout(cmd, env, tmp)
+    p = run_with_timeout(cmd, env, tmp, ARGS.timeout)
     print(f"  exit {p.returncode} (expected {expect}) in {time.monotonic() - t0:.1f} s", flush=True)
     return p, cmd
 

@@ -16,14 +16,13 @@ import argparse
 import glob
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
 import xml.etree.ElementTree as ET
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "pylib"))
-from mpi_procs import kill_ranks_then_mpirun  # noqa: E402
+from mpi_procs import run_with_timeout  # noqa: E402
 
 ARGS = None
 SHORT = ["--train-limit", "512", "--epochs", "2", "--global-batch", "64", "--hidden", "32",
@@ -86,22 +85,6 @@ def check_logs(logdir):
     return ours, theirs, problems
 
 
-def run_with_timeout(cmd, env, cwd):
-    """subprocess.run, but on timeout every rank is killed (then mpiexec) and
-    the run counts as failed (returncode None)."""
-    proc = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
-    try:
-        out, err = proc.communicate(timeout=ARGS.timeout)
-        code = proc.returncode
-    except subprocess.TimeoutExpired:
-        kill_ranks_then_mpirun(proc)
-        out, err = proc.communicate()
-        code = None
-        err += f"\n(timed out after {ARGS.timeout:.0f} s; ranks killed)"
-    return subprocess.CompletedProcess(cmd, code, out, err)
-
-
 def run(argv, expect, env_extra, tmp, i):
     logdir = os.path.join(tmp, f"vg{i}")
     os.mkdir(logdir)
@@ -110,7 +93,7 @@ def run(argv, expect, env_extra, tmp, i):
     hooks = " ".join(f"{k}={v}" for k, v in env_extra.items())
     print(f"$ {hooks + ' ' if hooks else ''}{' '.join(cmd)}", flush=True)
     t0 = time.monotonic()
-    p = run_with_timeout(cmd, env, tmp)
+    p = run_with_timeout(cmd, env, tmp, ARGS.timeout)
     print(f"  exit {p.returncode} (expected {expect}) in {time.monotonic() - t0:.1f} s", flush=True)
     ours, theirs, problems = check_logs(logdir)
     for text in ours:
