@@ -20,6 +20,15 @@
 # Ctrl-C, SIGTERM or SIGHUP to this script is passed to the running bnmpi as
 # SIGUSR1: it checkpoints, and the script stops with exit status 75.
 #
+# Seeds: with --seeds N (or "--seeds N" among a line's options, which wins for
+# that line) a line is run N times, with --seed 1 .. --seed N, as
+# RESULTS/<study>/<name>-seed<k>.h5 (log and checkpoint named alike), so that
+# the runs that differ only in their seed sit side by side and the analysis
+# tools treat them as one configuration (mean and 95% interval over seeds).
+# Such a line must not set --seed itself. Without --seeds a line runs once, as
+# <name>.h5, with the options as written. Skipping, resuming and redoing work
+# per seed as above: a study stopped in seed 2 of a line resumes that seed.
+#
 # Then, when tools/analyze.py exists (beside jobs/, in a checkout or under
 # <prefix>/share/bnmpi), it writes the figures and table into
 # RESULTS/<study>/report.
@@ -32,7 +41,13 @@
 #                     more ranks than cores get --oversubscribe]
 #   --results DIR     parent folder of the study's results [./results]
 #   --mpirun PATH     the MPI launcher [mpirun]
+#   --seeds N         run every line with seeds 1..N (see Seeds above) [each
+#                     line once, as written]
 #   --no-report       do not run tools/analyze.py
+#   --list            print the runs (after --seeds), one per line: NAME, NP,
+#                     OPTIONS separated by tabs, and exit; line k of it is
+#                     task k of jobs/study.sbatch
+#   --count           print how many runs that is (the job array's size), and exit
 #   --dry-run         print the commands, run nothing
 #   -h, --help        this text
 #
@@ -54,6 +69,8 @@ results_root=results
 mpirun=mpirun
 report=1
 dry_run=0
+seeds=0
+list=
 study_file=
 
 while [ $# -gt 0 ]; do
@@ -68,6 +85,10 @@ while [ $# -gt 0 ]; do
     --results=*) results_root=${1#*=}; shift ;;
     --mpirun) [ $# -ge 2 ] || die "--mpirun needs a path"; mpirun=$2; shift 2 ;;
     --mpirun=*) mpirun=${1#*=}; shift ;;
+    --seeds) [ $# -ge 2 ] || die "--seeds needs a value"; seeds=$2; shift 2 ;;
+    --seeds=*) seeds=${1#*=}; shift ;;
+    --list) list=list; shift ;;
+    --count) list=count; shift ;;
     --no-report) report=0; shift ;;
     --dry-run) dry_run=1; shift ;;
     -h|--help) usage; exit 0 ;;
@@ -85,10 +106,12 @@ fi
 awk -v f="$epochs_scale" 'BEGIN { exit !(f ~ /^([0-9]+\.?[0-9]*|\.[0-9]+)([eE][-+]?[0-9]+)?$/ && f + 0 > 0) }' \
   || die "--epochs-scale $epochs_scale: expected a number > 0"
 [[ "$np_max" =~ ^[0-9]+$ ]] || die "--np-max $np_max: expected a whole number (0 = no limit)"
+[[ "$seeds" =~ ^[0-9]+$ ]] && [ "$seeds" -le 1000 ] || die "--seeds $seeds: expected a whole number of seeds (1-1000)"
 
 # --- the study file ----------------------------------------------------------
 # Lines: NAME NP OPTIONS..., separated by tabs or spaces; '#' starts a comment
-# line; blank lines are skipped. The same rule picks line k for study.sbatch.
+# line; blank lines are skipped. Each line becomes one run, or one per seed
+# (--seeds). study.sbatch's task k is the k-th run of this list (--list).
 names=() nps=() optss=()
 declare -A seen=()
 lineno=0
@@ -100,22 +123,48 @@ while IFS= read -r line || [ -n "$line" ]; do
   where="$study_file:$lineno"
   [[ "$name" =~ ^[A-Za-z0-9][A-Za-z0-9._-]*$ ]] || die "$where: run name '$name': use letters, digits, '.', '_', '-'"
   [[ "$np" =~ ^[1-9][0-9]*$ ]] || die "$where: rank count '$np' for $name: expected a whole number >= 1"
-  [ -z "${seen[$name]:-}" ] || die "$where: run name $name is used twice (also line ${seen[$name]})"
   read -r -a optv <<<"$opts"
-  for o in "${optv[@]}"; do
+  line_seeds=$seeds has_seed= kept=()
+  for ((i = 0; i < ${#optv[@]}; i++)); do
+    o=${optv[i]}
     case "$o" in
       --metrics|--metrics=*|--checkpoint|--checkpoint=*|--resume|--resume=*|--force)
         die "$where: $o: the launcher sets the metrics, checkpoint and resume options itself" ;;
+      --seeds) line_seeds=${optv[i + 1]:-}; i=$((i + 1))
+        [[ "$line_seeds" =~ ^[1-9][0-9]*$ ]] || die "$where: --seeds '$line_seeds' for $name: expected a whole number >= 1"
+        continue ;;
+      --seeds=*) line_seeds=${o#*=}
+        [[ "$line_seeds" =~ ^[1-9][0-9]*$ ]] || die "$where: $o for $name: expected a whole number >= 1"
+        continue ;;
+      --seed|--seed=*) has_seed=1 ;;
     esac
+    kept+=("$o")
   done
-  seen[$name]=$lineno
-  names+=("$name") nps+=("$np") optss+=("$opts")
+  opts="${kept[*]}"
+  if [ "$line_seeds" -gt 0 ]; then
+    [ -z "$has_seed" ] || die "$where: $name sets --seed and is run with --seeds $line_seeds: drop one of them"
+    for ((s = 1; s <= line_seeds; s++)); do
+      run="$name-seed$s"
+      [ -z "${seen[$run]:-}" ] || die "$where: run name $run is used twice (also line ${seen[$run]})"
+      seen[$run]=$lineno
+      names+=("$run") nps+=("$np") optss+=("$opts --seed $s")
+    done
+  else
+    [ -z "${seen[$name]:-}" ] || die "$where: run name $name is used twice (also line ${seen[$name]})"
+    seen[$name]=$lineno
+    names+=("$name") nps+=("$np") optss+=("$opts")
+  fi
 done <"$study_file"
 n=${#names[@]}
 [ "$n" -gt 0 ] || die "$study_file: no runs in it"
 
 study=$(basename "$study_file"); study=${study%.tsv}; study=${study%.txt}
 outdir=$results_root/$study
+if [ "$list" = count ]; then echo "$n"; exit 0; fi
+if [ "$list" = list ]; then
+  for ((k = 0; k < n; k++)); do printf '%s\t%s\t%s\n' "${names[k]}" "${nps[k]}" "${optss[k]}"; done
+  exit 0
+fi
 
 # --- tools ---------------------------------------------------------------------
 if [ -z "$bnmpi" ]; then

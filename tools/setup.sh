@@ -5,7 +5,8 @@
 #
 # Usage:
 #   tools/setup.sh run [bnmpi options...]  set up, then mpirun -np 2 bnmpi [options...]
-#   tools/setup.sh test                    set up, then run the test suite (ctest)
+#   tools/setup.sh test                    set up, then run the test suite: ctest, the
+#                                          ASan+UBSan build's tests, 60 s of each fuzzer
 #   tools/setup.sh build                   set up only
 #   tools/setup.sh --help
 #
@@ -21,7 +22,8 @@ set -euo pipefail
 readonly PACKAGES=(
     libopenmpi-dev openmpi-bin libopenblas-dev libhdf5-openmpi-dev hdf5-tools
     libcmocka-dev pkg-config zlib1g-dev libssl-dev cmake make gcc npm
-    python3-h5py python3-numpy python3-matplotlib dataset-fashion-mnist
+    python3-h5py python3-numpy python3-matplotlib python3-pandas python3-scipy dataset-fashion-mnist
+    valgrind
 )
 # The Python the tools are meant for: Debian's, which sees the python3-* packages
 # (a python3 earlier on PATH, e.g. pyenv's, does not).
@@ -30,7 +32,9 @@ readonly DEBIAN_PYTHON=/usr/bin/python3
 script=$(readlink -f -- "${BASH_SOURCE[0]}")
 repo=$(cd -- "$(dirname -- "$script")/.." && pwd -P)
 build=$repo/build
-readonly script repo build
+build_sanitize=$repo/build-sanitize
+build_fuzz=$repo/build-fuzz
+readonly script repo build build_sanitize build_fuzz
 
 usage() {
     cat <<EOF
@@ -38,7 +42,9 @@ Usage: tools/setup.sh COMMAND [ARGS...]
 
 Set up bnmpi on Debian 12 (Debian packages, MNIST data, build, install), then:
   run [bnmpi options...]  run 'mpirun -np 2 bnmpi [options...]' with the installed bnmpi
-  test                    run the whole test suite with ctest
+  test                    run the whole test suite: ctest in build/, the
+                          sanitizer tests (ctest -L sanitize) in build-sanitize/,
+                          and each fuzzer for 60 s (tests/fuzz/run.sh) in build-fuzz/
   build                   nothing more (set up only)
   --help                  show this help
 
@@ -203,6 +209,30 @@ step_install() {
     fi
 }
 
+# For `test` only: bnmpi and its C tests under AddressSanitizer and
+# UndefinedBehaviorSanitizer (tests/sanitize). No -DBNMPI_WERROR: -O1 warns.
+step_build_sanitize() {
+    mkdir -p "$build_sanitize"
+    : >"$build_sanitize/setup-configure.log"
+    quiet "$build_sanitize/setup-configure.log" "cmake configure (sanitize)" \
+        cmake -S "$repo" -B "$build_sanitize" -DCMAKE_BUILD_TYPE=Release -DBNMPI_SANITIZE=ON
+    : >"$build_sanitize/setup-build.log"
+    quiet "$build_sanitize/setup-build.log" "build (sanitize)" \
+        cmake --build "$build_sanitize" -j "$(nproc)" --target bnmpi test_idx test_kernels test_syncbn test_conv
+    say "build: ASan+UBSan bnmpi and C tests in $build_sanitize"
+}
+
+# The three parts of `test`; every part runs, and the first failure's status is returned.
+run_tests() {
+    local rc=0 s
+    say "test: ctest --test-dir $build --output-on-failure"
+    ctest --test-dir "$build" --output-on-failure || rc=$?
+    step_build_sanitize
+    say "test: ctest --test-dir $build_sanitize -L sanitize --output-on-failure"
+    ctest --test-dir "$build_sanitize" -L sanitize --output-on-failure || { s=$?; ((rc)) || rc=$s; }
+    return "$rc"
+}
+
 setup() {
     [[ -f $repo/CMakeLists.txt && -f $repo/data/fetch-mnist.sh ]] ||
         die "$repo is not a bnmpi source tree; run tools/setup.sh from a checkout"
@@ -250,10 +280,7 @@ main() {
 
     case $cmd in
         build) say "done" ;;
-        test)
-            say "test: ctest --test-dir $build --output-on-failure"
-            exec ctest --test-dir "$build" --output-on-failure
-            ;;
+        test) run_tests ;;
         run)
             local -a mpirun=(mpirun)
             # Open MPI refuses root unless told so; say it for this command only.

@@ -278,8 +278,24 @@ def case_slurm_array():
         bad, rc = sbatch_wait(c, ["--array=5", os.path.join(ARGS.jobs, "study.sbatch"), study])
         msg = read(os.path.join(TMP, f"bnmpi-study-{bad}_5.out"))
         check(rc != 0 and "has no run line 5 (it has 4)" in msg, f"task 5 of 4: exit {rc}: {msg}")
+        # --seeds 2: task k is run k of run-study.sh --list (line (k-1)/2+1, seed (k-1)%2+1)
+        seeded = os.path.join(TMP, "seeded.tsv")
+        with open(seeded, "w") as f:
+            f.write(f"# two lines, two seeds each\nsync\t1\t--bn sync {TINY}\nnone\t1\t--bn none {TINY}\n")
+        n = subprocess.run([os.path.join(ARGS.jobs, "run-study.sh"), "--count", "--seeds", "2", seeded],
+                           capture_output=True, text=True).stdout.strip()
+        check(n == "4", f"run-study.sh --count --seeds 2: {n}")
+        sid, rc = sbatch_wait(c, [f"--array=1-{n}", os.path.join(ARGS.jobs, "study.sbatch"), "--seeds", "2", seeded])
+        outs = {k: read(os.path.join(TMP, f"bnmpi-study-{sid}_{k}.out")) for k in (1, 2, 3, 4)}
+        check(rc == 0, f"seeded job array exit {rc}:\n" + "\n".join(outs.values()))
+        res = os.path.join(TMP, "results", "seeded")
+        for name, bn in (("sync", "sync"), ("none", "none")):
+            for k in (1, 2):
+                check_complete(os.path.join(res, f"{name}-seed{k}.h5"), 1, bn=bn, seed=k)
+        check(sorted(os.listdir(res)) == ["none-seed1.h5", "none-seed2.h5", "sync-seed1.h5", "sync-seed2.h5"],
+              f"unexpected files: {os.listdir(res)}")
     log(f"slurm_array: array job {jid} wrote one.h5, two.h5, three.h5, four.h5 (4 ranks, overcommitted); "
-        "task 5 refused")
+        f"task 5 refused; array job {sid} with --seeds 2 wrote <name>-seed1.h5 and -seed2.h5 for both lines")
 
 
 # --- the workstation launcher -------------------------------------------------
@@ -368,6 +384,45 @@ def case_study_run_resume_skip():
     check(not os.path.exists(os.path.join(res, "solo.ckpt.h5")), "checkpoint left after the redo")
     log("study_run_resume_skip: stopped and resumed, then all skipped, then an incomplete file redone, "
         "then a refused checkpoint redone")
+
+
+def case_study_seeds():
+    """run-study.sh --seeds 2: each line runs with --seed 1 and 2 into
+    <name>-seed<k>.h5; a study stopped by a signal in seed 1 resumes that seed and
+    runs seed 2; a finished study skips every seed; a line's own --seeds wins;
+    --seed together with --seeds is refused; --list and --count give the runs."""
+    study = os.path.join(TMP, "seeds.tsv")
+    with open(study, "w") as f:
+        f.write("sync\t2\t--bn sync --epochs 20 --train-limit 2048\n"
+                "solo\t1\t--bn none --epochs 20 --train-limit 2048 --seeds 1\n")
+    res = os.path.join(TMP, "results", "seeds")
+    r = run_study("--list", "--seeds", "2", study)
+    check(r.stdout.splitlines() == ["sync-seed1\t2\t--bn sync --epochs 20 --train-limit 2048 --seed 1",
+                                    "sync-seed2\t2\t--bn sync --epochs 20 --train-limit 2048 --seed 2",
+                                    "solo-seed1\t1\t--bn none --epochs 20 --train-limit 2048 --seed 1"], r.stdout)
+    check(run_study("--count", "--seeds", "2", study).stdout.strip() == "3", "--count")
+    check(run_study("--count", study).stdout.strip() == "2", "--count without --seeds")
+    env = dict(study_env(), BNMPI_SIGNAL_RANK="0", BNMPI_SIGNAL_STEP="40")
+    r = run_study("--seeds", "2", "--epochs-scale", "0.1", "--no-report", study, env=env, expect=75)
+    check(re.search(r"^\[1/3\] sync-seed1 +np=2 +[\d.]+ s  stopped by a signal", r.stdout, re.M), r.stdout)
+    check(os.path.exists(os.path.join(res, "sync-seed1.ckpt.h5")), "no checkpoint for seed 1")
+    r = run_study("--seeds", "2", "--epochs-scale", "0.1", "--no-report", study)
+    lines = [l for l in r.stdout.splitlines() if l.startswith("[")]
+    check(len(lines) == 3 and lines[0].endswith("(resumed)") and "test acc" in lines[1]
+          and "(resumed)" not in lines[1], r.stdout)
+    for name, k, bn in (("sync", 1, "sync"), ("sync", 2, "sync"), ("solo", 1, "none")):
+        check_complete(os.path.join(res, f"{name}-seed{k}.h5"), 2, bn=bn, seed=k)
+    r = run_study("--seeds", "2", "--epochs-scale", "0.1", "--no-report", study)
+    done = re.findall(r"^\[\d/3\] ([\w-]+) +np=\d +done earlier", r.stdout, re.M)
+    check(done == ["sync-seed1", "sync-seed2", "solo-seed1"], r.stdout)
+    bad = os.path.join(TMP, "bad-seeds.tsv")
+    with open(bad, "w") as f:
+        f.write("x\t1\t--bn sync --seed 3\n")
+    r = run_study("--seeds", "2", bad, expect=2)
+    check("bad-seeds.tsv:1:" in r.stderr and "--seed" in r.stderr, r.stderr)
+    r = run_study("--seeds", "x", study, expect=2)
+    check("--seeds x" in r.stderr, r.stderr)
+    log("study_seeds: seeds 1-2 per line, stopped in seed 1 and resumed, then all skipped; bad --seeds refused")
 
 
 def case_study_cli():
