@@ -168,9 +168,10 @@ static int check_dims(const char *path, const uint32_t *dims, int ndim, size_t *
                            path, shape, (unsigned long long)IDX_MAX_DATA_BYTES);
         total *= dims[i];
     }
-    if (dims[0] > INT_MAX)
-        return bn_fail(e, "%s: count %u does not fit an int (max %d)", path, (unsigned)dims[0],
-                       INT_MAX);
+    for (int i = 0; i < ndim; i++) /* idx_array keeps count, rows and cols as int */
+        if (dims[i] > INT_MAX)
+            return bn_fail(e, "%s: dimension %u of %s does not fit an int (max %d)", path,
+                           (unsigned)dims[i], shape, INT_MAX);
     *data_len = (size_t)total;
     return BN_OK;
 }

@@ -177,9 +177,23 @@ static void range_text(const opt_def *o, char *buf, size_t n) {
         snprintf(buf, n, "a number %s %g and <= %g", o->lo_open ? ">" : ">=", o->lo, o->hi);
 }
 
+/* s as it may appear in a one-line message: control characters become '?'. */
+static const char *printable(const char *s, char *buf, size_t n) {
+    size_t i = 0;
+    for (; s[i] && i + 1 < n; i++) buf[i] = (unsigned char)s[i] < 0x20 || s[i] == 0x7f ? '?' : s[i];
+    buf[i] = '\0';
+    return buf;
+}
+
+static int has_control(const char *s) {
+    for (; *s; s++)
+        if ((unsigned char)*s < 0x20 || *s == 0x7f) return 1;
+    return 0;
+}
+
 static int set_value(bn_config *c, const opt_def *o, const char *arg, bn_err *e) {
     char *p = (char *)c + o->offset;
-    char expected[96];
+    char expected[96], shown[256];
     if (o->auto_zero && strcmp(arg, "auto") == 0) {
         if (o->kind == K_INT) *(int *)p = 0;
         else *(double *)p = 0.0;
@@ -196,7 +210,9 @@ static int set_value(bn_config *c, const opt_def *o, const char *arg, bn_err *e)
         return BN_OK;
     case K_CHOICE: {
         int i = choice_index(o->choices, arg);
-        if (i < 0) return bn_fail(e, "--%s: expected one of %s, got '%s'", o->name, o->choices, arg);
+        if (i < 0)
+            return bn_fail(e, "--%s: expected one of %s, got '%s'", o->name, o->choices,
+                           printable(arg, shown, sizeof shown));
         *(int *)p = i;
         return BN_OK;
     }
@@ -207,7 +223,7 @@ static int set_value(bn_config *c, const opt_def *o, const char *arg, bn_err *e)
         range_text(o, expected, sizeof expected);
         if (errno || end == arg || *end != '\0' || v < o->lo || v > o->hi)
             return bn_fail(e, "--%s: expected %s%s, got '%s'", o->name, expected,
-                           o->auto_zero ? " or auto" : "", arg);
+                           o->auto_zero ? " or auto" : "", printable(arg, shown, sizeof shown));
         *(int *)p = (int)v;
         return BN_OK;
     }
@@ -219,7 +235,7 @@ static int set_value(bn_config *c, const opt_def *o, const char *arg, bn_err *e)
         if (errno || end == arg || *end != '\0' || !isfinite(v) || v > o->hi ||
             (o->lo_open ? v <= o->lo : v < o->lo))
             return bn_fail(e, "--%s: expected %s%s, got '%s'", o->name, expected,
-                           o->auto_zero ? " or auto" : "", arg);
+                           o->auto_zero ? " or auto" : "", printable(arg, shown, sizeof shown));
         *(double *)p = v;
         return BN_OK;
     }
@@ -255,9 +271,11 @@ parse_result options_parse(bn_config *c, int argc, char **argv, int print, bn_er
     longopts[N_OPTS + 3] = (struct option){0, 0, 0, 0};
 
     opterr = 0;
-    optind = 1;
-    int id;
-    while ((id = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
+    optind = 0; /* glibc: start over, including the place inside a cluster like -hx */
+    int id, token = 1;
+    /* "+": stop at the first non-option (an error below), so that argv[token]
+     * is always the token getopt_long is reading */
+    while ((token = optind ? optind : 1, id = getopt_long(argc, argv, "+h", longopts, NULL)) != -1) {
         if (id == ID_HELP || id == 'h') {
             if (print) options_help(stdout);
             return PARSE_EXIT_OK;
@@ -272,13 +290,16 @@ parse_result options_parse(bn_config *c, int argc, char **argv, int print, bn_er
         }
         if (id == '?' || id == ':') {
             /* getopt_long reports an unknown flag and a missing value alike */
-            const char *bad = argv[optind - 1];
+            const char *bad = argv[token];
             for (int i = 0; i < N_OPTS; i++)
                 if (strncmp(bad, "--", 2) == 0 && strcmp(bad + 2, table[i].name) == 0) {
                     bn_fail(e, "--%s: expects a value (%s)", table[i].name, table[i].meta);
                     return PARSE_ERROR;
                 }
-            bn_fail(e, "unknown option '%s' (see bnmpi --help)", bad);
+            if (has_control(bad))
+                bn_fail(e, "unknown option at argument %d, with a control character in it (see bnmpi --help)", token);
+            else
+                bn_fail(e, "unknown option '%s' (see bnmpi --help)", bad);
             return PARSE_ERROR;
         }
         if (set_value(c, &table[id], table[id].kind == K_FLAG ? "1" : optarg, e) != BN_OK)
@@ -286,7 +307,9 @@ parse_result options_parse(bn_config *c, int argc, char **argv, int print, bn_er
         c->given[id] = 1;
     }
     if (optind < argc) {
-        bn_fail(e, "unexpected argument '%s' (options start with --; see bnmpi --help)", argv[optind]);
+        char shown[256];
+        bn_fail(e, "unexpected argument '%s' (options start with --; see bnmpi --help)",
+                printable(argv[optind], shown, sizeof shown));
         return PARSE_ERROR;
     }
     return PARSE_RUN;
@@ -307,6 +330,9 @@ int options_resolve(bn_config *c, int n_ranks, bn_err *e) {
         return bn_fail(e, "--batch %d and --global-batch %d disagree at %d ranks (expected %d)",
                        c->batch, c->global_batch, n_ranks, c->batch * n_ranks);
     if (!c->batch) c->batch = c->global_batch ? c->global_batch / n_ranks : 32;
+    if (c->batch > (1 << 20)) /* what --batch accepts, so that /config can be read back */
+        return bn_fail(e, "--global-batch %d at %d ranks: %d samples per rank, above --batch's limit of %d",
+                       c->global_batch, n_ranks, c->batch, 1 << 20);
     if ((long long)c->batch * n_ranks > (1 << 24))
         return bn_fail(e, "--batch: %d per rank x %d ranks exceeds 16777216", c->batch, n_ranks);
     c->global_batch = c->batch * n_ranks;
@@ -363,6 +389,12 @@ static size_t field_size(const opt_def *o) {
     }
 }
 
+/* Whether option o holds the same value in a and b (a string up to its NUL). */
+static int same_value(const opt_def *o, const bn_config *a, const bn_config *b) {
+    const char *pa = (const char *)a + o->offset, *pb = (const char *)b + o->offset;
+    return o->kind == K_STRING ? strcmp(pa, pb) == 0 : memcmp(pa, pb, field_size(o)) == 0;
+}
+
 static void value_text(const bn_config *c, int i, char *buf, size_t n) {
     opt_value v;
     options_value(c, i, &v);
@@ -381,7 +413,7 @@ int options_merge_resume(bn_config *c, const bn_config *saved, bn_err *e) {
         const char *src = (const char *)saved + o->offset;
         const size_t size = field_size(o);
         if (c->given[i]) {
-            if (!(o->resume & RESUME_FREE) && memcmp(dst, src, size) != 0) {
+            if (!(o->resume & RESUME_FREE) && !same_value(o, c, saved)) {
                 char mine[BN_PATH], theirs[BN_PATH];
                 value_text(c, i, mine, sizeof mine);
                 value_text(saved, i, theirs, sizeof theirs);
@@ -405,7 +437,7 @@ int options_same_computation(const bn_config *a, const bn_config *b, bn_err *e) 
         const opt_def *o = &table[i];
         if (o->resume & RESUME_FREE) continue;
         if (strcmp(o->name, "bn-group") == 0 && sync_all(a) && sync_all(b)) continue;
-        if (memcmp((const char *)a + o->offset, (const char *)b + o->offset, field_size(o)) != 0) {
+        if (!same_value(o, a, b)) {
             char va[BN_PATH], vb[BN_PATH];
             value_text(a, i, va, sizeof va);
             value_text(b, i, vb, sizeof vb);

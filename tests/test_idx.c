@@ -483,7 +483,12 @@ static void test_absurd_dimensions(void **state)
 
     const uint32_t int_max_plus_one[1] = {0x80000000u}; /* exactly 2^31 bytes, count > INT_MAX */
     len = build_idx(file, 0x08, 1, int_max_plus_one, NULL, 0);
-    EXPECT_READ_ERROR("count-over-int", file, len, 1, "count 2147483648 does not fit an int");
+    EXPECT_READ_ERROR("count-over-int", file, len, 1, "dimension 2147483648 of 2147483648 does not fit an int");
+
+    /* exactly 2^31 bytes, rows > INT_MAX: idx_array's int rows came back negative (found by fuzz_idx) */
+    const uint32_t rows_over_int[3] = {1, 0x80000000u, 1};
+    len = build_idx(file, 0x08, 3, rows_over_int, NULL, 0);
+    EXPECT_READ_ERROR("rows-over-int", file, len, 3, "dimension 2147483648 of 1x2147483648x1 does not fit an int");
 }
 
 static void test_empty_file(void **state)

@@ -266,6 +266,10 @@ def case_cli_errors():
         (["--val-fraction", "0"], 1, "no validation samples"),
         (["--bn-momentum", "1"], 2, "--bn-momentum 1: the running statistics would never leave"),
         (["--watchdog", "0.5"], 2, "--watchdog 0.5: expected 0 (off) or at least 1 second"),
+        # found by tests/fuzz: a short-option cluster, a value with a newline, a batch /config could not read back
+        (["-xy"], 2, "unknown option '-xy'"),
+        (["--bn", "sync\nlocal"], 2, "--bn: expected one of none|local|sync, got 'sync?local'"),
+        (["--global-batch", "4000000"], 2, "2000000 samples per rank, above --batch's limit of 1048576"),
     ]
     for flags, code, needle in cases:
         rc, out, err, took = run(2, *flags, expect=code, timeout=60)
