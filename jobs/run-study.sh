@@ -105,8 +105,22 @@ fi
 [ -f "$study_file" ] && [ -r "$study_file" ] || die "$study_file: not a readable file"
 awk -v f="$epochs_scale" 'BEGIN { exit !(f ~ /^([0-9]+\.?[0-9]*|\.[0-9]+)([eE][-+]?[0-9]+)?$/ && f + 0 > 0) }' \
   || die "--epochs-scale $epochs_scale: expected a number > 0"
+# whole V LO HI: V is digits only (leading zeros allowed) and LO <= V <= HI,
+# without the overflow of [ -le ] or $(( )) on long digit strings.
+whole() {
+  local v=$1
+  [[ "$v" =~ ^[0-9]+$ ]] || return 1
+  v=${v#"${v%%[!0]*}"}; v=${v:-0}
+  [ "${#v}" -le 18 ] && [ "$v" -ge "$2" ] && [ "$v" -le "$3" ]
+}
+# The most ranks a line may ask for (and what an --np-max above it means).
+NP_LIMIT=1000000
+# bnmpi's range for --epochs (src/options.c).
+EPOCHS_MAX=100000
 [[ "$np_max" =~ ^[0-9]+$ ]] || die "--np-max $np_max: expected a whole number (0 = no limit)"
-[[ "$seeds" =~ ^[0-9]+$ ]] && [ "$seeds" -le 1000 ] || die "--seeds $seeds: expected a whole number of seeds (1-1000)"
+whole "$np_max" 0 "$NP_LIMIT" && np_max=$((10#$np_max)) || np_max=0
+whole "$seeds" 0 1000 || die "--seeds $seeds: expected a whole number of seeds (1-1000)"
+seeds=$((10#$seeds))
 
 # --- the study file ----------------------------------------------------------
 # Lines: NAME NP OPTIONS..., separated by tabs or spaces; '#' starts a comment
@@ -115,28 +129,59 @@ awk -v f="$epochs_scale" 'BEGIN { exit !(f ~ /^([0-9]+\.?[0-9]*|\.[0-9]+)([eE][-
 names=() nps=() optss=()
 declare -A seen=()
 lineno=0
-while IFS= read -r line || [ -n "$line" ]; do
+# The reads are byte for byte (LC_ALL=C): in a UTF-8 locale bash's read takes an
+# invalid byte and the newline after it for one character, joining two lines.
+while LC_ALL=C IFS= read -r line || [ -n "$line" ]; do
   lineno=$((lineno + 1))
   line=${line%$'\r'}
   [[ "$line" =~ ^[[:space:]]*(#|$) ]] && continue
-  read -r name np opts <<<"$line"
+  LC_ALL=C read -r name np opts <<<"$line"
   where="$study_file:$lineno"
   [[ "$name" =~ ^[A-Za-z0-9][A-Za-z0-9._-]*$ ]] || die "$where: run name '$name': use letters, digits, '.', '_', '-'"
-  [[ "$np" =~ ^[1-9][0-9]*$ ]] || die "$where: rank count '$np' for $name: expected a whole number >= 1"
-  read -r -a optv <<<"$opts"
+  # NAME.ckpt.h5 is the checkpoint of run NAME: a run NAME.ckpt would write its
+  # metrics there (its -seed<k> runs end in a digit, so only the name as written
+  # matters).
+  [[ "$name" != *.ckpt ]] || die "$where: run name '$name': a name ending in .ckpt would share files with run ${name%.ckpt}"
+  [[ "$np" =~ ^[1-9][0-9]*$ ]] && whole "$np" 1 "$NP_LIMIT" \
+    || die "$where: rank count '$np' for $name: expected a whole number from 1 to $NP_LIMIT"
+  LC_ALL=C read -r -a optv <<<"$opts"
   line_seeds=$seeds has_seed= kept=()
   for ((i = 0; i < ${#optv[@]}; i++)); do
     o=${optv[i]}
     case "$o" in
       --metrics|--metrics=*|--checkpoint|--checkpoint=*|--resume|--resume=*|--force)
         die "$where: $o: the launcher sets the metrics, checkpoint and resume options itself" ;;
-      --seeds) line_seeds=${optv[i + 1]:-}; i=$((i + 1))
-        [[ "$line_seeds" =~ ^[1-9][0-9]*$ ]] || die "$where: --seeds '$line_seeds' for $name: expected a whole number >= 1"
+      --) die "$where: '--' for $name: it would make the launcher's --metrics and --checkpoint arguments" ;;
+      --seeds) line_seeds=${optv[i + 1]-}; i=$((i + 1))
+        whole "$line_seeds" 1 1000 || die "$where: --seeds '$line_seeds' for $name: expected a whole number from 1 to 1000"
+        line_seeds=$((10#$line_seeds))
         continue ;;
       --seeds=*) line_seeds=${o#*=}
-        [[ "$line_seeds" =~ ^[1-9][0-9]*$ ]] || die "$where: $o for $name: expected a whole number >= 1"
+        whole "$line_seeds" 1 1000 || die "$where: $o for $name: expected a whole number from 1 to 1000"
+        line_seeds=$((10#$line_seeds))
         continue ;;
       --seed|--seed=*) has_seed=1 ;;
+      --epochs|--epochs=*)
+        if [ "$o" = --epochs ]; then
+          [ $((i + 1)) -lt ${#optv[@]} ] || die "$where: --epochs for $name has no value: expected a whole number from 1 to $EPOCHS_MAX"
+          e=${optv[i + 1]}; kept+=("$o" "$e"); i=$((i + 1))
+        else
+          e=${o#*=}; kept+=("$o")
+        fi
+        whole "$e" 1 "$EPOCHS_MAX" || die "$where: --epochs '$e' for $name: expected a whole number from 1 to $EPOCHS_MAX"
+        continue ;;
+      --?*)
+        # bnmpi's getopt_long takes an unambiguous prefix for the option: refuse
+        # prefixes of the options this launcher sets, rewrites or reads.
+        p=${o%%=*}; p=${p#--}
+        for full in metrics checkpoint checkpoint-every resume force epochs seed seeds; do
+          if [ "$p" != "$full" ] && [ "${full#"$p"}" != "$full" ]; then
+            case " metrics checkpoint checkpoint-every resume force epochs seed seeds " in
+              *" $p "*) ;;  # a full name of its own (--seed, --checkpoint): handled above or passed on
+              *) die "$where: $o for $name: an abbreviation of --$full: write the option's full name" ;;
+            esac
+          fi
+        done ;;
     esac
     kept+=("$o")
   done
@@ -186,10 +231,10 @@ cores=$(nproc 2>/dev/null || echo 1)
 # Epochs of a run after scaling: --epochs N in its options, else bnmpi's 10.
 scaled_opts() {  # OPTS -> OPTS with --epochs replaced
   local -a in out; local i e=10 have=0
-  read -r -a in <<<"$1"
+  LC_ALL=C read -r -a in <<<"$1"
   for ((i = 0; i < ${#in[@]}; i++)); do
     case "${in[i]}" in
-      --epochs) e=${in[i + 1]:-10}; i=$((i + 1)); have=1 ;;
+      --epochs) e=${in[i + 1]}; i=$((i + 1)); have=1 ;;
       --epochs=*) e=${in[i]#*=}; have=1 ;;
       *) out+=("${in[i]}") ;;
     esac
@@ -198,7 +243,7 @@ scaled_opts() {  # OPTS -> OPTS with --epochs replaced
     e=$(awk -v e="$e" -v f="$epochs_scale" 'BEGIN { x = int(e * f + 0.5); print (x < 1 ? 1 : x) }')
     out+=(--epochs "$e")
   fi
-  echo "${out[*]}"
+  printf '%s\n' "${out[*]}"
 }
 
 # The file's /summary/test_acc in percent, or nothing (and status 1) when the
@@ -229,7 +274,7 @@ run_logged() {
   child=
 }
 
-quote() { local a out=(); for a in "$@"; do out+=("$(printf '%q' "$a")"); done; echo "${out[*]}"; }
+quote() { local a out=(); for a in "$@"; do out+=("$(printf '%q' "$a")"); done; printf '%s\n' "${out[*]}"; }
 
 # --- run -------------------------------------------------------------------------
 stop_signal=
@@ -265,7 +310,7 @@ for ((k = 0; k < n; k++)); do
     skipped_np=$((skipped_np + 1))
     continue
   fi
-  read -r -a opts <<<"$(scaled_opts "${optss[k]}")"
+  LC_ALL=C read -r -a opts <<<"$(scaled_opts "${optss[k]}")"
   cmd=("$mpirun" -np "$np")
   [ "$(id -u)" = 0 ] && cmd+=(--allow-run-as-root)
   [ "$np" -gt "$cores" ] && cmd+=(--oversubscribe)

@@ -23,7 +23,7 @@ readonly PACKAGES=(
     libopenmpi-dev openmpi-bin libopenblas-dev libhdf5-openmpi-dev hdf5-tools
     libcmocka-dev pkg-config zlib1g-dev libssl-dev cmake make gcc npm
     python3-h5py python3-numpy python3-matplotlib python3-pandas python3-scipy dataset-fashion-mnist
-    valgrind
+    valgrind clang libclang-rt-14-dev
 )
 # The Python the tools are meant for: Debian's, which sees the python3-* packages
 # (a python3 earlier on PATH, e.g. pyenv's, does not).
@@ -222,14 +222,20 @@ step_build_sanitize() {
     say "build: ASan+UBSan bnmpi and C tests in $build_sanitize"
 }
 
-# The three parts of `test`; every part runs, and the first failure's status is returned.
+# The three parts of `test`; every part runs, the last line counts them
+# (each is a suite of its own), and the first failure's status is returned.
 run_tests() {
-    local rc=0 s
+    local rc=0 s failed=0
     say "test: ctest --test-dir $build --output-on-failure"
-    ctest --test-dir "$build" --output-on-failure || rc=$?
+    ctest --test-dir "$build" --output-on-failure || { rc=$?; failed=$((failed + 1)); }
     step_build_sanitize
     say "test: ctest --test-dir $build_sanitize -L sanitize --output-on-failure"
-    ctest --test-dir "$build_sanitize" -L sanitize --output-on-failure || { s=$?; ((rc)) || rc=$s; }
+    ctest --test-dir "$build_sanitize" -L sanitize --output-on-failure ||
+        { s=$?; ((rc)) || rc=$s; failed=$((failed + 1)); }
+    say "test: tests/fuzz/run.sh --seconds 60 --build $build_fuzz"
+    bash "$repo/tests/fuzz/run.sh" --seconds 60 --build "$build_fuzz" ||
+        { s=$?; ((rc)) || rc=$s; failed=$((failed + 1)); }
+    echo "suites: $((3 - failed)) passed, $failed failed"
     return "$rc"
 }
 
