@@ -137,6 +137,10 @@ while LC_ALL=C IFS= read -r line || [ -n "$line" ]; do
   [[ "$line" =~ ^[[:space:]]*(#|$) ]] && continue
   LC_ALL=C read -r name np opts <<<"$line"
   where="$study_file:$lineno"
+  # bash drops some control characters (\x01) from words, so a token could
+  # vanish on the way to bnmpi: only tabs and spaces may separate fields
+  ctl=${line//$'\t'/ }
+  [[ ! "$ctl" =~ [[:cntrl:]] ]] || die "$where: a control character in the line (fields are separated by tabs or spaces)"
   [[ "$name" =~ ^[A-Za-z0-9][A-Za-z0-9._-]*$ ]] || die "$where: run name '$name': use letters, digits, '.', '_', '-'"
   # NAME.ckpt.h5 is the checkpoint of run NAME: a run NAME.ckpt would write its
   # metrics there (its -seed<k> runs end in a digit, so only the name as written

@@ -14,6 +14,9 @@ int bn_fail(bn_err *e, const char *fmt, ...) {
         va_start(ap, fmt);
         vsnprintf(e->msg, sizeof e->msg, fmt, ap);
         va_end(ap);
+        /* one line, whatever a user's text it echoes holds: control characters become '?' */
+        for (char *p = e->msg; *p; p++)
+            if ((unsigned char)*p < 0x20 || *p == 0x7f) *p = '?';
     }
     return BN_ERR;
 }

@@ -177,14 +177,6 @@ static void range_text(const opt_def *o, char *buf, size_t n) {
         snprintf(buf, n, "a number %s %g and <= %g", o->lo_open ? ">" : ">=", o->lo, o->hi);
 }
 
-/* s as it may appear in a one-line message: control characters become '?'. */
-static const char *printable(const char *s, char *buf, size_t n) {
-    size_t i = 0;
-    for (; s[i] && i + 1 < n; i++) buf[i] = (unsigned char)s[i] < 0x20 || s[i] == 0x7f ? '?' : s[i];
-    buf[i] = '\0';
-    return buf;
-}
-
 static int has_control(const char *s) {
     for (; *s; s++)
         if ((unsigned char)*s < 0x20 || *s == 0x7f) return 1;
@@ -193,7 +185,7 @@ static int has_control(const char *s) {
 
 static int set_value(bn_config *c, const opt_def *o, const char *arg, bn_err *e) {
     char *p = (char *)c + o->offset;
-    char expected[96], shown[256];
+    char expected[96];
     if (o->auto_zero && strcmp(arg, "auto") == 0) {
         if (o->kind == K_INT) *(int *)p = 0;
         else *(double *)p = 0.0;
@@ -211,8 +203,7 @@ static int set_value(bn_config *c, const opt_def *o, const char *arg, bn_err *e)
     case K_CHOICE: {
         int i = choice_index(o->choices, arg);
         if (i < 0)
-            return bn_fail(e, "--%s: expected one of %s, got '%s'", o->name, o->choices,
-                           printable(arg, shown, sizeof shown));
+            return bn_fail(e, "--%s: expected one of %s, got '%s'", o->name, o->choices, arg);
         *(int *)p = i;
         return BN_OK;
     }
@@ -223,7 +214,7 @@ static int set_value(bn_config *c, const opt_def *o, const char *arg, bn_err *e)
         range_text(o, expected, sizeof expected);
         if (errno || end == arg || *end != '\0' || v < o->lo || v > o->hi)
             return bn_fail(e, "--%s: expected %s%s, got '%s'", o->name, expected,
-                           o->auto_zero ? " or auto" : "", printable(arg, shown, sizeof shown));
+                           o->auto_zero ? " or auto" : "", arg);
         *(int *)p = (int)v;
         return BN_OK;
     }
@@ -235,7 +226,7 @@ static int set_value(bn_config *c, const opt_def *o, const char *arg, bn_err *e)
         if (errno || end == arg || *end != '\0' || !isfinite(v) || v > o->hi ||
             (o->lo_open ? v <= o->lo : v < o->lo))
             return bn_fail(e, "--%s: expected %s%s, got '%s'", o->name, expected,
-                           o->auto_zero ? " or auto" : "", printable(arg, shown, sizeof shown));
+                           o->auto_zero ? " or auto" : "", arg);
         *(double *)p = v;
         return BN_OK;
     }
@@ -307,9 +298,7 @@ parse_result options_parse(bn_config *c, int argc, char **argv, int print, bn_er
         c->given[id] = 1;
     }
     if (optind < argc) {
-        char shown[256];
-        bn_fail(e, "unexpected argument '%s' (options start with --; see bnmpi --help)",
-                printable(argv[optind], shown, sizeof shown));
+        bn_fail(e, "unexpected argument '%s' (options start with --; see bnmpi --help)", argv[optind]);
         return PARSE_ERROR;
     }
     return PARSE_RUN;

@@ -19,7 +19,8 @@ typedef struct {
 } bn_err;
 
 /* Formats msg into e (if non-NULL) and returns BN_ERR, so callers can write
- * `return bn_fail(e, "...", ...);`. */
+ * `return bn_fail(e, "...", ...);`. Control characters (from a user's text
+ * the message echoes) become '?', so a message is always one line. */
 int bn_fail(bn_err *e, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 /* Checked allocation: on failure calls the fatal handler (which aborts every

@@ -180,13 +180,13 @@ static parse_result parse(bn_config *c, const args *a, int print, bn_err *e)
         check_msg("options_parse", e);
         const char *p = strstr(e->msg, "unknown option '");
         if (!lenient && p == e->msg) {
-            const char *name = p + strlen("unknown option '");
-            const char *end = strstr(name, "' (see bnmpi --help)");
+            /* the whole message, compared: a token may itself hold "' (see bnmpi --help)" */
             int found = 0;
-            for (int i = 1; end && i < a->argc; i++)
-                if (a->argv[i][0] == '-' && strlen(a->argv[i]) == (size_t)(end - name) &&
-                    strncmp(a->argv[i], name, (size_t)(end - name)) == 0)
-                    found = 1;
+            for (int i = 1; i < a->argc && !found; i++) {
+                char want[sizeof e->msg];
+                snprintf(want, sizeof want, "unknown option '%s' (see bnmpi --help)", a->argv[i]);
+                found = a->argv[i][0] == '-' && strcmp(want, e->msg) == 0;
+            }
             if (!found) {
                 char d[2048];
                 describe(a, d, sizeof d);

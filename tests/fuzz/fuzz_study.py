@@ -299,6 +299,8 @@ def reference(data):
             continue
         name, np, opts = read_fields(line)
         toks = tokens(opts)
+        if re.search(r"[\x01-\x08\x0a-\x1f\x7f]", line):  # a control character other than a tab: refused
+            return runs, (k, should)
         if not NAME_RE.match(name) or name.endswith(".ckpt") or not NP_RE.match(np) or int(np) > 1000000 \
                 or name in seen or any(map(token_forbidden, toks)) or tokens_refused(toks):
             return runs, (k, should)
