@@ -13,8 +13,8 @@ import sys
 
 from . import seeds
 from .figures import Figures, ci_errorbars, legend_below, log2_axis, log10_axis, light, mpl, percent_axis, say
-from .labels import NOT_CONFIG, fmt_value, run_sort_key
-from .runs import diag_rows, load_all, load_extra, mode_label
+from .labels import NOT_CONFIG, fmt_value
+from .runs import diag_rows, load_extra, load_for_report, mode_label
 
 
 TARGET = 0.97        # the validation accuracy "convergence" is measured to
@@ -1494,18 +1494,9 @@ def run(inputs, out, target=TARGET, trains=TRAINS, tolerance=TOLERANCE, prog="bn
     claims.json. Returns the exit status (0 done, 1 cannot write, 2 bad input)."""
     global TOLERANCE, TARGET, TRAINS
     TOLERANCE, TARGET, TRAINS = tolerance, target, trains
-    if os.path.exists(out) and not os.path.isdir(out):
-        sys.stderr.write(f"{prog}: --out {out}: exists and is not a directory; expected a folder\n")
-        return 2
-    runs, skipped, errors = load_all(inputs)
-    if errors:
-        for e in errors:
-            sys.stderr.write(f"{prog}: {e}\n")
-        return 2
-    if not runs:
-        sys.stderr.write(f"{prog}: no bnmpi metrics files in {', '.join(inputs)} (only checkpoints)\n")
-        return 2
-    runs.sort(key=run_sort_key)
+    runs, skipped, status = load_for_report(inputs, out, prog)
+    if status:
+        return status
     for r in runs:
         load_extra(r)
     img = os.path.join(out, "img", "claims")

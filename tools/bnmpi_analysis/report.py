@@ -17,8 +17,8 @@ from . import seeds
 from .figures import (VARIANT_STYLES, Figures, ci_band, ci_errorbars, legend_below, mode_marker, n_text,
                       log2_axis, mpl, percent_axis, run_colors, say, shrink_png, variant_styles)
 from .labels import (candidate_keys, common_description, distinguishing, fmt_value, label, line_order,
-                     mode_sort_key, run_sort_key, settings_text, sortable)
-from .runs import KNOWN_FORMAT_VERSION, as_int, diag_rows, load_all, mode_label
+                     mode_sort_key, settings_text, sortable)
+from .runs import KNOWN_FORMAT_VERSION, as_int, diag_rows, load_for_report, mode_label
 
 
 FIGURES = ("curves.png", "batch_size.png", "bn_batch.png", "throughput.png", "diagnostics.png")
@@ -589,18 +589,9 @@ def run(inputs, out, max_curves=8, prog="bnmpi-analyze"):
     """The whole report for the runs in inputs, into out. Returns the exit status
     (0 done, 1 an output that cannot be written, 2 bad input), with one line on
     stderr per problem."""
-    if os.path.exists(out) and not os.path.isdir(out):
-        sys.stderr.write(f"{prog}: --out {out}: exists and is not a directory; expected a folder\n")
-        return 2
-    runs, skipped, errors = load_all(inputs)
-    if errors:
-        for e in errors:
-            sys.stderr.write(f"{prog}: {e}\n")
-        return 2
-    if not runs:
-        sys.stderr.write(f"{prog}: no bnmpi metrics files in {', '.join(inputs)} (only checkpoints)\n")
-        return 2
-    runs.sort(key=run_sort_key)
+    runs, skipped, status = load_for_report(inputs, out, prog)
+    if status:
+        return status
     try:
         os.makedirs(out, exist_ok=True)
     except OSError as e:

@@ -14,6 +14,7 @@ read (it is "incomplete").
 """
 import math
 import os
+import sys
 
 
 FORMAT = "bnmpi-metrics"
@@ -245,6 +246,25 @@ def load_all(args):
         if counts[r.name] > 1:
             r.name = os.path.relpath(r.path)
     return runs, skipped, errors
+
+
+def load_for_report(inputs, out, prog):
+    """The runs of inputs for a report into the folder out: (runs, skipped, 0),
+    or (None, None, 2) after one line on stderr per problem (out not a folder,
+    unreadable inputs, no metrics file). Runs are sorted for display."""
+    from .labels import run_sort_key  # labels imports this module
+    if os.path.exists(out) and not os.path.isdir(out):
+        sys.stderr.write(f"{prog}: --out {out}: exists and is not a directory; expected a folder\n")
+        return None, None, 2
+    runs, skipped, errors = load_all(inputs)
+    for e in errors:
+        sys.stderr.write(f"{prog}: {e}\n")
+    if not errors and not runs:
+        sys.stderr.write(f"{prog}: no bnmpi metrics files in {', '.join(inputs)} (only checkpoints)\n")
+    if errors or not runs:
+        return None, None, 2
+    runs.sort(key=run_sort_key)
+    return runs, skipped, 0
 
 
 def mode_label(run):
