@@ -1,7 +1,7 @@
 #!/bin/bash
 # tests/fuzz/run.sh: builds the libFuzzer harnesses and runs every fuzzer.
 #
-#   tests/fuzz/run.sh [--seconds N] [--build DIR] [--only LIST] [--regress] [--build-only] [--lenient]
+#   tests/fuzz/run.sh [--seconds N] [--build DIR] [--only LIST] [--regress] [--build-only]
 #
 # Fuzzers (tests/fuzz/README.md): idx (src/idx.c, plain and gzip), options
 # (src/options.c, with the resume merge), study (jobs/run-study.sh --dry-run
@@ -20,9 +20,6 @@
 #   --regress     no fuzzing: run each fuzzer once over corpus/NAME and
 #                 regressions/NAME (a few seconds; what ctest runs)
 #   --build-only  build the harnesses, run nothing
-#   --lenient     FUZZ_IDX_LENIENT=1 FUZZ_OPTIONS_LENIENT=1: the C harnesses do
-#                 not stop at the findings recorded in regressions/ that are
-#                 not fixed yet (README.md), so a campaign can look past them
 #   -h, --help    this text
 # Environment: FUZZ_CC [clang], FUZZ_NICE [15: nice level of the fuzzing runs].
 #
@@ -53,7 +50,6 @@ while [ $# -gt 0 ]; do
     --only=*) only=${1#*=}; shift ;;
     --regress) mode=regress; shift ;;
     --build-only) mode=build; shift ;;
-    --lenient) export FUZZ_IDX_LENIENT=1 FUZZ_OPTIONS_LENIENT=1; shift ;;
     -h|--help) usage; exit 0 ;;
     *) die "unknown argument $1 (see --help)" ;;
   esac
